@@ -1,0 +1,1 @@
+"""bistouryctl (also installed as ``bistoury``): the client that controls bistouryd."""

@@ -1,0 +1,226 @@
+"""Commands that talk to a running daemon: status, mode, pause, resume, reload, stop, events."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bistouryctl import render
+from bistouryctl.commands.common import Failure, call, connect, emit, request
+from bistouryd.protocol import EXIT_FAILED, MODES, PAUSE_SCOPES
+
+STOP_WAIT_S = 30.0
+EVENTS_TIMEOUT_S = 8.0
+
+
+def status(args: argparse.Namespace) -> int:
+    result = call(args, "status")
+    return emit(args, result, lambda: render.status(result))
+
+
+def mode(args: argparse.Namespace) -> int:
+    result = call(args, "mode", mode=args.name)
+    word = "now" if result.get("changed") else "already"
+    return emit(args, result, lambda: f"mode: {word} {result['mode']}")
+
+
+def _pause_or_resume(args: argparse.Namespace) -> int:
+    result = call(args, args.command, scope=args.scope)
+    paused = ", ".join(result.get("paused", [])) or "nothing"
+    return emit(args, result, lambda: f"paused: {paused}")
+
+
+def reload(args: argparse.Namespace) -> int:
+    result = call(args, "reload")
+
+    def human() -> str:
+        changed = result.get("changed", []) + result.get("secrets_changed", [])
+        lines = [
+            f"reloaded (config sha256 {result['config_sha256'][:12]}); "
+            f"changed: {', '.join(changed) or 'nothing'}"
+        ]
+        if result.get("restart_required"):
+            lines.append(
+                "WARNING: these take effect after a restart: "
+                + ", ".join(result["restart_required"])
+            )
+        return "\n".join(lines)
+
+    return emit(args, result, human)
+
+
+def _gone(pid: int, socket_path: Path) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return not socket_path.exists()
+    return False
+
+
+def stop(args: argparse.Namespace) -> int:
+    client = connect(args)
+    result = request(client, "stop", emergency=args.emergency)
+    what = "emergency stop" if args.emergency else "stop"
+    if args.no_wait:
+        return emit(args, result, lambda: f"bistouryd (pid {result['pid']}): {what} requested")
+    deadline = time.monotonic() + STOP_WAIT_S
+    while not _gone(int(result["pid"]), client.path):
+        if time.monotonic() > deadline:
+            raise Failure(
+                EXIT_FAILED,
+                f"bistouryd (pid {result['pid']}) is still running "
+                f"{STOP_WAIT_S:.0f} s after the {what} request",
+                "see its log; as a last resort: kill -9 " + str(result["pid"]),
+            )
+        time.sleep(0.05)
+    return emit(
+        args,
+        {**result, "stopped": True},
+        lambda: f"bistouryd (pid {result['pid']}) stopped ({what})",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 10000")
+    return value
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str) -> int:
+    """``30m``, ``2h``, ``7d`` ago, or an ISO date/time (UTC unless it says otherwise)."""
+    match = _DURATION.match(text.strip())
+    if match:
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return int((time.time() - seconds) * 1000)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (30m, 2h, 7d) nor a date (2026-01-31T12:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def events(args: argparse.Namespace) -> int:
+    if args.db:
+        return _events_offline(args)
+    result = call(
+        args,
+        "events",
+        timeout_s=EVENTS_TIMEOUT_S,
+        limit=args.limit,
+        since_ms=args.since,
+        kinds=args.kind or [],
+    )
+    return emit(args, result, lambda: render.events(result))
+
+
+def _events_offline(args: argparse.Namespace) -> int:
+    """Read the database file directly; only possible while the daemon is stopped."""
+    from bistouryd.storage.db import StorageError, open_db
+    from bistouryd.storage.events import query_events
+
+    try:
+        con = open_db(Path(args.db), read_only=True)
+    except StorageError as exc:
+        raise Failure(EXIT_FAILED, exc.message, exc.hint) from None
+    try:
+        found = query_events(con, limit=args.limit, since_ms=args.since, kinds=args.kind or [])
+    finally:
+        con.close()
+    result = {"events": [e.model_dump(mode="json") for e in found], "pending": 0}
+    return emit(args, result, lambda: render.events(result))
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show mode, uptime and agents",
+        description="Show the daemon's mode, uptime, configuration and agents.",
+    )
+    p.set_defaults(func=status)
+
+    p = sub.add_parser(
+        "mode",
+        parents=[common],
+        help="switch the operating mode",
+        description="Switch mode. 'live' needs an explicit confirmation and is refused here.",
+    )
+    p.add_argument("name", choices=MODES, metavar="NAME", help=" | ".join(MODES))
+    p.set_defaults(func=mode)
+
+    for name, verb in (("pause", "Pause"), ("resume", "Resume")):
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=f"{name} collection and/or trading",
+            description=f"{verb} data collection, trading, or both (default).",
+        )
+        p.add_argument("scope", nargs="?", default="all", choices=PAUSE_SCOPES)
+        p.set_defaults(func=_pause_or_resume)
+
+    p = sub.add_parser(
+        "reload",
+        parents=[common],
+        help="re-read config and secrets",
+        description="Re-read the config and env files and apply the changes "
+        "without restarting agents (same as SIGHUP). A broken file is "
+        "rejected and the running configuration stays in force.",
+    )
+    p.set_defaults(func=reload)
+
+    p = sub.add_parser(
+        "stop",
+        parents=[common],
+        help="stop the daemon",
+        description="Stop the daemon cleanly and wait until it has exited.",
+    )
+    p.add_argument(
+        "--emergency",
+        action="store_true",
+        help="stop every agent at once and record an emergency stop",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return once the request is taken")
+    p.set_defaults(func=stop)
+
+    p = sub.add_parser(
+        "events",
+        parents=[common],
+        help="list system events",
+        description="List system events (starts, stops, mode changes, agent "
+        "restarts, reloads, configuration errors), oldest first.",
+    )
+    p.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
+    p.add_argument(
+        "--since", type=parse_since, metavar="WHEN", help="30m, 2h, 7d or an ISO date/time"
+    )
+    p.add_argument(
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help="only this kind (repeatable), e.g. agent_restart",
+    )
+    p.add_argument(
+        "--db",
+        metavar="FILE",
+        help="read this database file directly (only while the daemon is stopped)",
+    )
+    p.set_defaults(func=events)

@@ -1,0 +1,97 @@
+"""Human-readable output of bistouryctl (tables and durations); ``--json`` bypasses it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {s:02d}s"
+    if minutes:
+        return f"{minutes}m {s:02d}s"
+    return f"{seconds:.1f}s"
+
+
+def size(num: float | None) -> str:
+    if num is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(num) < 1024 or unit == "GB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+        num /= 1024
+    return f"{num:.1f} GB"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def utc(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000))
+
+
+def status(s: dict[str, Any]) -> str:
+    paused = ", ".join(s.get("paused", [])) or "no"
+    agents = s.get("agents", [])
+    up = sum(1 for a in agents if a.get("alive"))
+    lines = [
+        f"bistouryd {s['version']} (pid {s['pid']})",
+        f"  mode       {s['mode']}",
+        f"  paused     {paused}",
+        f"  uptime     {duration(s['uptime_s'])}",
+        f"  ready      {'yes' if s.get('ready') else 'not yet'}  ({up}/{len(agents)} agents up)",
+        f"  config     {s['config_path']} (sha256 {s['config_sha256'][:12]})",
+        f"  secrets    {', '.join(s.get('secrets_set', [])) or 'none set'}",
+        f"  state dir  {s['state_dir']}",
+        f"  metrics    {s.get('metrics_url') or 'off'}",
+        f"  last error {s.get('last_error') or 'none'}",
+        "",
+        table(
+            ["AGENT", "STATE", "PID", "RESTARTS", "HEARTBEAT", "UPTIME", "RSS"],
+            [
+                [
+                    a["name"],
+                    a["state"],
+                    a.get("pid") or "-",
+                    a["restarts"],
+                    f"{a['heartbeat_age_s']:.1f}s ago"
+                    if a.get("heartbeat_age_s") is not None
+                    else "-",
+                    duration(a.get("uptime_s")),
+                    size(a.get("rss_bytes")),
+                ]
+                for a in agents
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def events(result: dict[str, Any]) -> str:
+    rows = [
+        [utc(e["ts_ms"]), e["level"], e["kind"], e["source"], e["message"]]
+        for e in result.get("events", [])
+    ]
+    if not rows:
+        return "no events"
+    text = table(["TIME (UTC)", "LEVEL", "KIND", "SOURCE", "MESSAGE"], rows)
+    pending = result.get("pending", 0)
+    if pending:
+        text += f"\n({pending} not yet written to the database)"
+    return text

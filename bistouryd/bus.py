@@ -1,0 +1,230 @@
+"""The message bus: ZeroMQ endpoints, topics and the message envelope.
+
+Agents publish to the orchestrator's XSUB socket and subscribe at its XPUB socket; the
+orchestrator runs the proxy between them (``BusProxy``). A message is two frames: the
+topic (``md.l2.BTC``, ``sys.mode``, ...) and the JSON of an ``Envelope`` whose ``body`` is
+a pydantic model registered with ``@payload``. Market data is lossy under overload
+(PUB/SUB high-water marks); every envelope carries a per-(publisher, topic) sequence
+number so subscribers count what was lost instead of losing it silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel, ConfigDict
+
+from bistouryd.paths import RuntimePaths, ipc
+
+SCHEMA_VERSION = 1
+
+# High-water marks: how many messages a socket queues before PUB/SUB starts dropping.
+BUS_HWM = 100_000
+CONTROL_HWM = 1_000
+LINGER_MS = 0
+
+
+def configure(sock: zmq.Socket[Any], *, hwm: int = BUS_HWM, linger_ms: int = LINGER_MS) -> None:
+    """Set high-water marks and linger; must run before ``bind``/``connect`` to take effect."""
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+
+
+def topic_class(topic: str) -> str:
+    """The first segment of a topic (``md``, ``sig``, ``dec``, ``fill``, ``pos``, ``sys``)."""
+    return topic.split(".", 1)[0]
+
+
+_P = TypeVar("_P", bound=BaseModel)
+_PAYLOADS: dict[str, type[BaseModel]] = {}
+
+
+def payload(cls: type[_P]) -> type[_P]:
+    """Register a model as a bus payload under its class name."""
+    _PAYLOADS[cls.__name__] = cls
+    return cls
+
+
+class Envelope(BaseModel):
+    """Header of every bus message; ``body`` is the payload model named by ``kind``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: int
+    src: str
+    epoch: int
+    seq: int
+    ts_ms: int
+    kind: str
+    body: BaseModel
+
+
+class BusError(ValueError):
+    """A frame that is not a valid bus message."""
+
+
+def encode(src: str, epoch: int, seq: int, model: BaseModel) -> bytes:
+    """The envelope JSON; the body is serialised once by pydantic and spliced in."""
+    head = json.dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "src": src,
+            "epoch": epoch,
+            "seq": seq,
+            "ts_ms": int(time.time() * 1000),
+            "kind": type(model).__name__,
+        },
+        separators=(",", ":"),
+    )
+    return head[:-1].encode() + b',"body":' + model.model_dump_json().encode() + b"}"
+
+
+def decode(data: bytes) -> Envelope:
+    try:
+        raw = json.loads(data)
+        kind = raw["kind"]
+        if raw.get("v") != SCHEMA_VERSION:
+            raise BusError(f"schema version {raw.get('v')!r}, expected {SCHEMA_VERSION}")
+        model = _PAYLOADS[kind]
+        return Envelope(
+            v=raw["v"],
+            src=raw["src"],
+            epoch=raw["epoch"],
+            seq=raw["seq"],
+            ts_ms=raw["ts_ms"],
+            kind=kind,
+            body=model.model_validate(raw["body"]),
+        )
+    except BusError:
+        raise
+    except KeyError as exc:
+        raise BusError(f"missing or unknown {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise BusError(str(exc)) from None
+
+
+@dataclass
+class BusStats:
+    """What one process did on the bus; reported to the orchestrator with each heartbeat."""
+
+    published: dict[str, int] = field(default_factory=dict)
+    received: int = 0
+    dropped: int = 0
+    invalid: int = 0
+
+
+class Publisher:
+    """PUB socket connected to the proxy; numbers messages per topic."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, src: str, stats: BusStats):
+        self.sock = ctx.socket(zmq.PUB)
+        configure(self.sock)
+        self.sock.connect(ipc(paths.bus_in))
+        self.src = src
+        self.epoch = int(time.time() * 1_000_000) ^ os.getpid()
+        self.stats = stats
+        self._seq: dict[str, int] = {}
+
+    async def publish(self, topic: str, model: BaseModel) -> None:
+        seq = self._seq.get(topic, 0) + 1
+        self._seq[topic] = seq
+        await self.sock.send_multipart([topic.encode(), encode(self.src, self.epoch, seq, model)])
+        cls = topic_class(topic)
+        self.stats.published[cls] = self.stats.published.get(cls, 0) + 1
+
+    def close(self) -> None:
+        self.sock.close(linger=LINGER_MS)
+
+
+class Subscriber:
+    """SUB socket at the proxy; counts gaps in each publisher's sequence as drops."""
+
+    def __init__(
+        self, ctx: zmq.asyncio.Context, paths: RuntimePaths, prefixes: list[str], stats: BusStats
+    ):
+        self.sock = ctx.socket(zmq.SUB)
+        configure(self.sock)
+        for prefix in prefixes:
+            self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        self.sock.connect(ipc(paths.bus_out))
+        self.stats = stats
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+
+    async def recv(self) -> tuple[str, Envelope]:
+        """Next valid message; malformed frames are counted and skipped."""
+        while True:
+            frames = await self.sock.recv_multipart()
+            if len(frames) != 2:
+                self.stats.invalid += 1
+                continue
+            topic = frames[0].decode(errors="replace")
+            try:
+                env = decode(frames[1])
+            except BusError:
+                self.stats.invalid += 1
+                continue
+            self._account(topic, env)
+            return topic, env
+
+    def _account(self, topic: str, env: Envelope) -> None:
+        self.stats.received += 1
+        key = (env.src, topic)
+        last = self._last.get(key)
+        if last is not None and last[0] == env.epoch and env.seq > last[1] + 1:
+            self.stats.dropped += env.seq - last[1] - 1
+        self._last[key] = (env.epoch, env.seq)
+
+    def close(self) -> None:
+        self.sock.close(linger=LINGER_MS)
+
+
+class BusProxy:
+    """The XSUB⇄XPUB proxy, run by libzmq in a thread (no Python per message)."""
+
+    def __init__(self, ctx: zmq.Context[Any], paths: RuntimePaths):
+        self._ctx = ctx
+        self._frontend = ctx.socket(zmq.XSUB)
+        self._backend = ctx.socket(zmq.XPUB)
+        self._control = ctx.socket(zmq.PAIR)
+        self._steer = ctx.socket(zmq.PAIR)
+        for sock in (self._frontend, self._backend):
+            configure(sock)
+        self._frontend.bind(ipc(paths.bus_in))
+        self._backend.bind(ipc(paths.bus_out))
+        endpoint = f"inproc://bus-steer-{id(self)}"
+        self._control.bind(endpoint)
+        self._steer.connect(endpoint)
+        self._thread = threading.Thread(target=self._run, name="bus-proxy", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            zmq.proxy_steerable(self._frontend, self._backend, None, self._control)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for sock in (self._frontend, self._backend, self._control):
+                sock.close(linger=LINGER_MS)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._steer.send(b"TERMINATE")
+            self._thread.join(timeout=5)
+        self._steer.close(linger=LINGER_MS)
+
+
+def remove_stale(paths: list[Path]) -> None:
+    """Remove socket files a killed daemon left behind (the lock proves none is running)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
