@@ -184,7 +184,7 @@ class CollectorConfig(Section):
 class MetricsConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(default=9464, ge=1, le=65535)
+    port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
 
 
 class LoggingConfig(Section):
