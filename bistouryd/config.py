@@ -440,6 +440,9 @@ def parse_config_text(text: str, file: str = "config.yaml") -> Config:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            what += f" ({context} started on line {context_mark.line + 1})"
         raise ConfigError(
             [Problem(file, line, "(syntax)", f"invalid YAML: {what}", "fix the syntax there")]
         ) from None

@@ -490,13 +490,18 @@ class Orchestrator:
             self.notifier.ready(self._status())
             self._status_line = self._status()
         interval = self.notifier.watchdog_interval_s
-        if interval and all_alive and now - self._last_watchdog >= interval:
+        if interval and self._heartbeating(now) and now - self._last_watchdog >= interval:
             self._last_watchdog = now
             self.notifier.watchdog()
         status = self._status()
         if status != self._status_line and self.ready:
             self._status_line = status
             self.notifier.status(status)
+
+    def _heartbeating(self, now: float) -> bool:
+        """Every agent runs and heartbeated within two intervals: the watchdog's condition."""
+        fresh = 2 * self.loaded.config.agents.heartbeat_interval_s
+        return all(h.alive and (h.heartbeat_age(now) or 0.0) <= fresh for h in self.handles.values())
 
     def _status(self) -> str:
         up = sum(h.alive for h in self.handles.values())

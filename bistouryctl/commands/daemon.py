@@ -54,13 +54,18 @@ def reload(args: argparse.Namespace) -> int:
 
 
 def _gone(pid: int, socket_path: Path) -> bool:
+    """Has the daemon exited? A zombie waiting for its parent to reap it counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return not socket_path.exists()
-    return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not socket_path.exists()
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def stop(args: argparse.Namespace) -> int:
