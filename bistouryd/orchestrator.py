@@ -501,7 +501,9 @@ class Orchestrator:
     def _heartbeating(self, now: float) -> bool:
         """Every agent runs and heartbeated within two intervals: the watchdog's condition."""
         fresh = 2 * self.loaded.config.agents.heartbeat_interval_s
-        return all(h.alive and (h.heartbeat_age(now) or 0.0) <= fresh for h in self.handles.values())
+        return all(
+            h.alive and (h.heartbeat_age(now) or 0.0) <= fresh for h in self.handles.values()
+        )
 
     def _status(self) -> str:
         up = sum(h.alive for h in self.handles.values())

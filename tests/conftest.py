@@ -3,6 +3,7 @@ datagram socket standing in for systemd's notification socket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -242,14 +243,10 @@ class Daemon:
     def kill_all(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture
