@@ -269,12 +269,10 @@ class Orchestrator:
                 "%s\n  → set metrics.port to a free port (or metrics.enabled: false) and reload",
                 message,
             )
-            self.emit(SysEvent(kind="alert", level="error", message=message))
+            self.emit(SysEvent(kind="alert", level="error", message=message), logged=True)
 
     async def _stop_everything(self, request: ShutdownRequest) -> int:
-        status = f"stopping: {request.reason}"
-        self.notifier.stopping(status)
-        log.info("bistouryd stopping (%s)", request.reason)
+        self.notifier.stopping(f"stopping: {request.reason}")
         kind: Literal["emergency_stop", "stop"] = "emergency_stop" if request.emergency else "stop"
         self.emit(
             SysEvent(
@@ -598,9 +596,9 @@ class Orchestrator:
 
     # ---- system events ---------------------------------------------------------------
 
-    def emit(self, event: SysEvent) -> None:
-        """Log an event, publish it on the bus and queue it for the recorder."""
-        if event.source == "orchestrator":
+    def emit(self, event: SysEvent, *, logged: bool = False) -> None:
+        """Log an event (unless the caller already did), publish it, queue it for the recorder."""
+        if event.source == "orchestrator" and not logged:
             log.log(_LEVELS[event.level], "%s", event.message)
         if event.level in ("error", "critical"):
             self.last_error = event.message
@@ -809,7 +807,7 @@ class Orchestrator:
         except cfg.ConfigError as exc:
             problems = [str(p) for p in exc.problems]
             log.error(
-                "ERROR: Configuration reload rejected; the running configuration stays "
+                "Configuration reload rejected; the running configuration stays "
                 "in force\n%s",
                 "\n".join(f"  → {p}" for p in problems),
             )
