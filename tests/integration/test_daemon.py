@@ -578,3 +578,128 @@ def test_metrics_are_served_and_parse(daemon: Daemon) -> None:
     assert value("bistoury_control_requests", command="status", result="ok") >= 1
     assert value("bistoury_agent_resident_memory_bytes", agent="recorder") > 10_000_000
     assert families["bistoury_agent_restarts"].type == "counter"
+
+
+# ---- directories, init, client robustness --------------------------------------------
+
+
+def test_systemd_directory_variables_are_honoured(make_daemon: MakeDaemon) -> None:
+    d = make_daemon()
+    conf_dir, logs_dir = d.root / "etc", d.root / "logs"
+    conf_dir.mkdir()
+    (conf_dir / "config.yaml").write_text(BASE_CONFIG)
+    (conf_dir / "bistoury.env").write_text("OPENAI_API_KEY=sk-from-conf-dir-0123456789\n")
+    env = d.environ()
+    env.update(
+        {
+            "RUNTIME_DIRECTORY": str(d.runtime),
+            "STATE_DIRECTORY": str(d.state),
+            "CONFIGURATION_DIRECTORY": str(conf_dir),
+            "LOGS_DIRECTORY": str(logs_dir),
+        }
+    )
+    with open(d.root / "stderr.log", "w") as err:
+        d.proc = subprocess.Popen(
+            [str(Path(BISTOURYCTL).parent / "bistouryd")],
+            env=env,
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    status = d.wait_ready()
+    assert status["config_path"] == str(conf_dir / "config.yaml")
+    assert status["secrets_set"] == ["OPENAI_API_KEY"]
+    assert status["state_dir"] == str(d.state)
+    assert (d.state / "bistoury.duckdb").exists()
+    assert (logs_dir / "bistoury.log").exists()
+    # The client finds the socket through the same variable.
+    done = subprocess.run(
+        [BISTOURYCTL, "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "RUNTIME_DIRECTORY": str(d.runtime)},
+    )
+    assert json.loads(done.stdout)["pid"] == d.proc.pid
+
+
+def test_init_creates_state_and_database(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("trading:\n  pairs: [BTC]\n")
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [
+            BISTOURYCTL,
+            "init",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(state),
+            "--socket",
+            str(tmp_path / "none.sock"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "schema version 1" in done.stdout
+    assert (state / "bistoury.duckdb").exists()
+    config.write_text("trading:\n  pairs: [BTC, BTC]\n")
+    bad = subprocess.run(
+        [BISTOURYCTL, "init", "--config", str(config), "--state-dir", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "config.yaml:2: trading.pairs: listed more than once: BTC" in bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_init_refuses_while_the_daemon_runs(daemon: Daemon) -> None:
+    done = daemon.ctl("init", "--config", str(daemon.config), "--state-dir", str(daemon.state))
+    assert done.returncode == 1
+    assert "already owns the database" in done.stderr
+
+
+def test_config_check_through_the_daemon(daemon: Daemon) -> None:
+    assert daemon.ctl("config", "check").returncode == 0
+    daemon.config.write_text(BASE_CONFIG + "risk:\n  max_leverage: 500\n")
+    done = daemon.ctl("config", "check")
+    assert done.returncode == 1
+    assert "risk.max_leverage: 500 is out of range → use a value <= 50" in done.stdout
+    assert daemon.status()["config_sha256"] != ""  # still running the old file
+
+
+def test_client_times_out_on_a_hung_daemon_and_recovers(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = daemon.ctl("status", "--timeout", "0.5")
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert done.returncode == 3
+    assert "did not answer" in done.stderr
+    assert elapsed < 5
+    assert daemon.status()["ready"] is True
+
+
+def test_agents_exit_when_the_daemon_is_killed_and_a_restart_works(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    agent_pid = daemon.agent()["pid"]
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.wait_exit()
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(agent_pid)
+            or psutil.Process(agent_pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        5,
+        "the orphaned agent to exit",
+    )
+    assert daemon.socket.exists()  # left behind by kill -9
+    daemon.start()  # the lock died with the process; stale sockets are replaced
+    assert "start" in kinds(daemon.events())
