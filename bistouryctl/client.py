@@ -63,7 +63,14 @@ def find_socket(flag: str | None = None) -> Path:
     """The first candidate socket a daemon listens on; raises ``NotRunning``."""
     candidates = control_socket_candidates(flag)
     for path in candidates:
-        if path.exists() and listening(path):
+        try:
+            exists = path.exists()
+        except PermissionError:
+            raise PermissionError(
+                f"no permission to open {path.parent}; join the daemon's group "
+                "(e.g. sudo usermod -aG bistoury $USER) and log in again"
+            ) from None
+        if exists and listening(path):
             return path
     raise NotRunning(candidates)
 

@@ -20,7 +20,7 @@ def duration(seconds: float | None) -> str:
         return f"{hours}h {minutes:02d}m {s:02d}s"
     if minutes:
         return f"{minutes}m {s:02d}s"
-    return f"{seconds:.1f}s"
+    return f"{seconds:.1f}s" if round(seconds, 1) < 60 else "1m 00s"
 
 
 def size(num: float | None) -> str:

@@ -53,6 +53,22 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section with every key commented out is YAML null: it means the defaults."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: {} if value is None and _is_section(cls.model_fields.get(key)) else value
+            for key, value in data.items()
+        }
+
+
+def _is_section(info: Any) -> bool:
+    annotation = getattr(info, "annotation", None)
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
 
 class ExchangeConfig(Section):
     """Which HyperLiquid API to talk to. ``custom`` is for the bundled simulated exchange."""
@@ -319,21 +335,22 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class _NodeLoader(yaml.SafeLoader):
-    """SafeLoader that reports duplicate keys instead of silently keeping the last one."""
-
-    def __init__(self, stream: str):
-        super().__init__(stream)
-        self.duplicates: list[tuple[str, yaml.Node]] = []
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
-                self.duplicates.append((key, key_node))
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+def _duplicates(
+    node: yaml.Node | None, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], yaml.Node]]:
+    """Keys given twice in the same mapping (YAML keeps the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                yield (*path, key), key_node
+            if key is not None:
+                seen.add(key)
+            yield from _duplicates(value_node, (*path, key if key is not None else "?"))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicates(item, (*path, index))
 
 
 def _line(node: yaml.Node | None) -> int | None:
@@ -343,7 +360,7 @@ def _line(node: yaml.Node | None) -> int | None:
 def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node | None]:
     """(key node, value node) of ``part`` inside a mapping or sequence node."""
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
+        for key_node, value_node in reversed(node.value):  # the last one is the one used
             if key_node.value == part:
                 return key_node, value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
@@ -432,7 +449,7 @@ def _validation_problems(file: str, root: yaml.Node | None, exc: ValidationError
 
 def parse_config_text(text: str, file: str = "config.yaml") -> Config:
     """Validate YAML text; raise ``ConfigError`` listing every problem found."""
-    loader = _NodeLoader(text)
+    loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
@@ -449,8 +466,8 @@ def parse_config_text(text: str, file: str = "config.yaml") -> Config:
     finally:
         loader.dispose()
     problems = [
-        Problem(file, _line(node), key, "key given more than once", "keep one of them")
-        for key, node in loader.duplicates
+        Problem(file, _line(node), _dotted(path), "key given more than once", "keep one of them")
+        for path, node in _duplicates(root)
     ]
     if data is None:
         data = {}

@@ -235,6 +235,9 @@ class ControlServer:
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.sock.bind(ipc(path))
         os.chmod(path, 0o660)
+        missing = set(COMMANDS) - set(handlers)
+        if missing:
+            raise ValueError(f"no handler for control commands: {', '.join(sorted(missing))}")
         self.handlers = handlers
         self.on_request = on_request
         self._done: OrderedDict[str, bytes] = OrderedDict()
@@ -276,7 +279,7 @@ class ControlServer:
             )
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             self.on_request("invalid", "error")
             return error_reply(None, "request is not JSON", ["send a JSON object"])
         req_id = raw.get("id") if isinstance(raw, dict) else None

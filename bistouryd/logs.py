@@ -39,8 +39,8 @@ _SECRET_SHAPES = (
     re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
     re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._\-]{16,}"),
     re.compile(
-        r"(?i)\b((?:api[_-]?key|secret[_-]?key|private[_-]?key|password|token)\s*[=:]\s*)"
-        r"['\"]?[^\s'\",]{8,}"
+        r"(?i)\b((?:api[_-]?key|secret[_-]?key|private[_-]?key|password|token)['\"]?\s*[=:]\s*"
+        r"['\"]?)[^\s'\",&]{8,}"
     ),
 )
 REDACTED = "[REDACTED]"

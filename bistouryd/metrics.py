@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,53 +26,7 @@ from prometheus_client.registry import Collector
 
 from bistouryd.bus import BusStats
 from bistouryd.protocol import MODES
-from bistouryd.supervision import MetricSample
-
-
-def sample(
-    name: str, kind: Literal["counter", "gauge"], help: str, value: float, **labels: str
-) -> MetricSample:
-    return MetricSample(name=name, kind=kind, help=help, labels=labels, value=value)
-
-
-def bus_samples(stats: BusStats) -> list[MetricSample]:
-    """One process's bus counters as samples."""
-    out = [
-        sample(
-            "bistoury_bus_messages_total",
-            "counter",
-            "Messages published on the bus",
-            count,
-            topic_class=cls,
-        )
-        for cls, count in sorted(stats.published.items())
-    ]
-    out.append(
-        sample(
-            "bistoury_bus_received_total",
-            "counter",
-            "Messages received from the bus",
-            stats.received,
-        )
-    )
-    out.append(
-        sample(
-            "bistoury_bus_dropped_total",
-            "counter",
-            "Messages lost on the bus (gaps in publishers' sequence numbers)",
-            stats.dropped,
-        )
-    )
-    out.append(
-        sample(
-            "bistoury_bus_invalid_total",
-            "counter",
-            "Malformed bus messages skipped by subscribers",
-            stats.invalid,
-        )
-    )
-    return out
-
+from bistouryd.supervision import MetricSample, bus_samples
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]
 

@@ -262,7 +262,7 @@ class Orchestrator:
             return
         try:
             self.metrics.serve(m.host, m.port)
-            log.info("metrics at http://%s:%d/metrics", m.host, m.port)
+            log.info("metrics at http://%s:%d/metrics", *(self.metrics.address or (m.host, m.port)))
         except OSError as exc:
             message = f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror}"
             log.error(
@@ -807,8 +807,7 @@ class Orchestrator:
         except cfg.ConfigError as exc:
             problems = [str(p) for p in exc.problems]
             log.error(
-                "Configuration reload rejected; the running configuration stays "
-                "in force\n%s",
+                "Configuration reload rejected; the running configuration stays in force\n%s",
                 "\n".join(f"  → {p}" for p in problems),
             )
             self.emit(

@@ -70,7 +70,7 @@ class StateStore:
     def load(self) -> tuple[DaemonState, str | None]:
         """The saved state, and a warning when it could not be used as it was."""
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return DaemonState(), None
         try:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from bistouryd.bus import BusStats
 from bistouryd.config import Config
 from bistouryd.events import SysEvent
 from bistouryd.state import Mode, Pausable
@@ -42,6 +43,51 @@ class MetricSample(_Msg):
     help: str
     labels: dict[str, str] = Field(default_factory=dict)
     value: float
+
+
+def sample(
+    name: str, kind: Literal["counter", "gauge"], help: str, value: float, **labels: str
+) -> MetricSample:
+    return MetricSample(name=name, kind=kind, help=help, labels=labels, value=value)
+
+
+def bus_samples(stats: BusStats) -> list[MetricSample]:
+    """One process's bus counters as samples."""
+    out = [
+        sample(
+            "bistoury_bus_messages_total",
+            "counter",
+            "Messages published on the bus",
+            count,
+            topic_class=cls,
+        )
+        for cls, count in sorted(stats.published.items())
+    ]
+    out.append(
+        sample(
+            "bistoury_bus_received_total",
+            "counter",
+            "Messages received from the bus",
+            stats.received,
+        )
+    )
+    out.append(
+        sample(
+            "bistoury_bus_dropped_total",
+            "counter",
+            "Messages lost on the bus (gaps in publishers' sequence numbers)",
+            stats.dropped,
+        )
+    )
+    out.append(
+        sample(
+            "bistoury_bus_invalid_total",
+            "counter",
+            "Malformed bus messages skipped by subscribers",
+            stats.invalid,
+        )
+    )
+    return out
 
 
 class Heartbeat(_Msg):

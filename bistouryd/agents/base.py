@@ -29,7 +29,6 @@ from bistouryd.bus import CONTROL_HWM, BusStats, Publisher, Subscriber, configur
 from bistouryd.config import Config, Secrets
 from bistouryd.events import SysEvent
 from bistouryd.logs import RedactFilter, level_number
-from bistouryd.metrics import bus_samples
 from bistouryd.paths import RuntimePaths, ipc
 from bistouryd.protocol import DAEMON_EXIT_CONFIG
 from bistouryd.state import Mode, Pausable
@@ -44,6 +43,7 @@ from bistouryd.supervision import (
     ReportEvent,
     Stop,
     ToAgent,
+    bus_samples,
     to_agent,
 )
 

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 
 from bistouryd.agents.base import Agent, run
 from bistouryd.events import SysEvent
-from bistouryd.metrics import sample
 from bistouryd.storage.db import open_db
 from bistouryd.storage.events import insert_events, query_events
 from bistouryd.supervision import (
@@ -26,6 +25,7 @@ from bistouryd.supervision import (
     EventsStored,
     MetricSample,
     StoreEvents,
+    sample,
 )
 
 log = logging.getLogger(__name__)
