@@ -15,7 +15,7 @@ import psutil
 import pytest
 import zmq
 
-from tests.conftest import BASE_CONFIG, BISTOURYCTL, Daemon, wait_for
+from tests.conftest import BASE_CONFIG, BISTOURYCTL, REPO, Daemon, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -703,3 +703,19 @@ def test_agents_exit_when_the_daemon_is_killed_and_a_restart_works(daemon: Daemo
     assert daemon.socket.exists()  # left behind by kill -9
     daemon.start()  # the lock died with the process; stale sockets are replaced
     assert "start" in kinds(daemon.events())
+
+
+def test_shipped_alert_rules_use_metrics_the_daemon_exports(daemon: Daemon) -> None:
+    """The alert expressions name only series that exist (a renamed metric breaks a rule)."""
+    import yaml
+
+    rules = yaml.safe_load((REPO / "etc" / "prometheus" / "alerts.yml").read_text())
+    daemon.ctl("reload")  # so that bistoury_reloads_total has a sample
+    exported = set(re.findall(r"^(bistoury_\w+)", scrape(daemon), re.MULTILINE))
+    named = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"\b(bistoury_\w+)", rule["expr"])
+    }
+    assert named and named <= exported, named - exported
