@@ -80,7 +80,35 @@ def status(s: dict[str, Any]) -> str:
             ],
         ),
     ]
+    collection = s.get("collection")
+    if collection:
+        lines += ["", _collection(collection)]
     return "\n".join(lines)
+
+
+def _collection(c: dict[str, Any]) -> str:
+    head = (
+        f"COLLECTION  {'connected' if c['connected'] else 'not connected'}; "
+        f"pairs {', '.join(c['pairs'])}; reconnects {c['ws_reconnects']}; "
+        f"candles backfilled {c['backfilled_candles']}; dropped {c['dropped']}"
+    )
+    if c.get("storage_bytes"):
+        head += "; storage " + ", ".join(
+            f"{kind} {size(n)}" for kind, n in sorted(c["storage_bytes"].items())
+        )
+    rows = [
+        [
+            st["coin"],
+            st["channel"],
+            st["messages"],
+            f"{st['per_second']:.1f}/s",
+            f"{st['last_age_s']:.1f}s ago",
+        ]
+        for st in c.get("streams", [])
+    ]
+    if not rows:
+        return head
+    return head + "\n" + table(["COIN", "CHANNEL", "MESSAGES", "RATE", "LAST"], rows)
 
 
 def events(result: dict[str, Any]) -> str:

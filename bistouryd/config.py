@@ -193,8 +193,18 @@ class CollectorConfig(Section):
     l2_book: bool = True
     trades: bool = True
     asset_ctx: bool = True
-    stale_after_s: float = Field(default=30.0, ge=1)
+    stale_after_s: float = Field(
+        default=30.0, ge=0.5, description="reconnect when the websocket is silent this long"
+    )
     reconnect_max_backoff_s: float = Field(default=60.0, ge=1)
+    backfill_minutes: int = Field(
+        default=24 * 60, ge=1, le=60 * 24 * 30, description="candle history fetched at start"
+    )
+    funding_poll_s: float = Field(default=300.0, ge=1, description="how often to fetch funding")
+    funding_lookback_hours: int = Field(default=7 * 24, ge=1, le=24 * 365)
+    queue_max: int = Field(
+        default=100_000, ge=100, description="websocket frames waiting to be processed"
+    )
 
 
 class MetricsConfig(Section):
@@ -216,7 +226,7 @@ class LoggingConfig(Section):
 
 
 class AgentsConfig(Section):
-    enabled: list[str] = Field(default_factory=lambda: ["recorder"])
+    enabled: list[str] = Field(default_factory=lambda: ["recorder", "collector"])
     heartbeat_interval_s: float = Field(default=1.0, ge=0.1, le=10)
     heartbeat_timeout_s: float = Field(default=3.0, ge=0.5, le=60)
     restart_backoff_initial_s: float = Field(default=0.5, ge=0, le=60)

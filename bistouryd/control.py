@@ -89,6 +89,11 @@ class ConfigCheckRequest(_Request):
     path: str | None = Field(default=None, max_length=4096)
 
 
+class CollectRequest(_Request):
+    cmd: Literal["collect"]
+    pairs: list[str] | None = Field(default=None, max_length=500)
+
+
 Request = Annotated[
     StatusRequest
     | ModeRequest
@@ -97,7 +102,8 @@ Request = Annotated[
     | ReloadRequest
     | StopRequest
     | EventsRequest
-    | ConfigCheckRequest,
+    | ConfigCheckRequest
+    | CollectRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)
@@ -122,6 +128,26 @@ class AgentStatus(_Result):
     config_sha256: str | None
 
 
+class StreamStatus(_Result):
+    coin: str
+    channel: str
+    messages: int
+    per_second: float
+    last_age_s: float
+
+
+class CollectionStatus(_Result):
+    """Market-data collection as the collector and recorder report it (ST-301/302)."""
+
+    connected: bool
+    pairs: list[str]
+    streams: list[StreamStatus]
+    ws_reconnects: int
+    backfilled_candles: int
+    dropped: int
+    storage_bytes: dict[str, int]
+
+
 class StatusResult(_Result):
     version: str
     pid: int
@@ -138,12 +164,19 @@ class StatusResult(_Result):
     ready: bool
     last_error: str | None
     agents: list[AgentStatus]
+    collection: CollectionStatus | None = None
 
 
 class ModeResult(_Result):
     mode: Mode
     paused: list[Pausable]
     changed: bool
+
+
+class CollectResult(_Result):
+    mode: Mode
+    pairs: list[str]
+    paused: list[Pausable]
 
 
 class ReloadResult(_Result):

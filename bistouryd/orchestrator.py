@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import zmq
 import zmq.asyncio
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from bistouryd import __version__
 from bistouryd import config as cfg
@@ -30,6 +30,9 @@ from bistouryd.agents import STOP_LAST
 from bistouryd.bus import BusProxy, BusStats, Publisher, remove_stale
 from bistouryd.control import (
     AgentStatus,
+    CollectionStatus,
+    CollectRequest,
+    CollectResult,
     ConfigCheckRequest,
     ConfigCheckResult,
     ControlError,
@@ -45,6 +48,7 @@ from bistouryd.control import (
     StatusResult,
     StopRequest,
     StopResult,
+    StreamStatus,
 )
 from bistouryd.events import SysEvent
 from bistouryd.metrics import Metrics
@@ -59,6 +63,7 @@ from bistouryd.supervision import (
     EventsStored,
     Init,
     LogRecord,
+    MetricSample,
     ModeUpdate,
     ReportEvent,
     StoreEvents,
@@ -203,6 +208,7 @@ class Orchestrator:
             "stop": self._cmd_stop,
             "events": self._cmd_events,
             "config-check": self._cmd_config_check,
+            "collect": self._cmd_collect,
         }
         self.control = ControlServer(
             self.ctx,
@@ -290,8 +296,13 @@ class Orchestrator:
             config_sha256=self.loaded.sha256,
             mode=self.state.mode,
             paused=sorted(self.state.paused),
+            collect_pairs=self._collect_pairs(),
             state_dir=str(self.state_dir),
         )
+
+    def _collect_pairs(self) -> list[str] | None:
+        pairs = self.state.collect_pairs
+        return list(pairs) if pairs else None
 
     def _agent_up(self, h: AgentHandle) -> None:
         if h.name == "recorder":
@@ -378,9 +389,10 @@ class Orchestrator:
         self.store.save(new)
         self.metrics.set_mode(new.mode)
         self.emit(event)
-        self._spawn_task(
-            self.sup.broadcast(lambda: ModeUpdate(mode=new.mode, paused=sorted(new.paused)))
+        update = ModeUpdate(
+            mode=new.mode, paused=sorted(new.paused), collect_pairs=self._collect_pairs()
         )
+        self._spawn_task(self.sup.broadcast(lambda: update))
 
     async def _cmd_mode(self, req: ModeRequest) -> ModeResult:
         if req.mode == self.state.mode:
@@ -416,6 +428,37 @@ class Orchestrator:
         )
         return ModeResult(mode=new.mode, paused=sorted(new.paused), changed=True)
 
+    async def _cmd_collect(self, req: CollectRequest) -> CollectResult:
+        if "collector" not in self.sup.handles:
+            raise ControlError(
+                "the collector agent is not enabled",
+                "add collector to agents.enabled in the config and reload",
+            )
+        try:
+            pairs = cfg.TradingConfig(pairs=req.pairs).pairs if req.pairs else None
+        except ValidationError as exc:
+            raise ControlError(
+                f"invalid pairs: {exc.errors()[0]['msg']}",
+                "use exchange coin names, e.g. --pairs BTC,ETH",
+            ) from None
+        new = self.state.with_collect_pairs(pairs).with_mode("collect")
+        old = self.state
+        if (new.mode, new.collect_pairs) != (old.mode, old.collect_pairs):
+            shown = ", ".join(pairs) if pairs else "trading.pairs"
+            self._change_state(
+                new,
+                SysEvent(
+                    kind="mode",
+                    message=f"mode {old.mode} → collect ({shown})",
+                    details={"from": old.mode, "to": "collect", "pairs": shown},
+                ),
+            )
+        return CollectResult(
+            mode=new.mode,
+            pairs=pairs or list(self.loaded.config.trading.pairs),
+            paused=sorted(new.paused),
+        )
+
     # ---- other control commands ------------------------------------------------------
 
     async def _cmd_status(self, _req: BaseModel) -> StatusResult:
@@ -450,6 +493,50 @@ class Orchestrator:
                 )
                 for h in self.sup.handles.values()
             ],
+            collection=self._collection_status(),
+        )
+
+    def _collection_status(self) -> CollectionStatus | None:
+        """Built from the samples the collector and recorder send with their heartbeats."""
+        collector = self.sup.handles.get("collector")
+        if collector is None:
+            return None
+        samples = collector.samples.export()
+        recorder = self.sup.handles.get("recorder")
+        stored = recorder.samples.export() if recorder is not None else []
+
+        def total(name: str, among: list[MetricSample]) -> float:
+            return sum(s.value for s in among if s.name == name)
+
+        streams: dict[tuple[str, str], dict[str, float]] = {}
+        for s in samples:
+            if s.name.startswith("bistoury_md_") and "coin" in s.labels:
+                key = (s.labels["coin"], s.labels["channel"])
+                streams.setdefault(key, {})[s.name] = s.value
+        return CollectionStatus(
+            connected=total("bistoury_md_connected", samples) > 0,
+            pairs=list(self.state.collect_pairs or self.loaded.config.trading.pairs),
+            streams=[
+                StreamStatus(
+                    coin=coin,
+                    channel=channel,
+                    messages=int(v.get("bistoury_md_messages_total", 0)),
+                    per_second=round(v.get("bistoury_md_messages_per_second", 0.0), 2),
+                    last_age_s=round(v.get("bistoury_md_last_message_age_seconds", 0.0), 2),
+                )
+                for (coin, channel), v in sorted(streams.items())
+            ],
+            ws_reconnects=int(total("bistoury_ws_reconnects_total", samples)),
+            backfilled_candles=int(total("bistoury_md_backfilled_candles_total", samples)),
+            dropped=int(
+                total("bistoury_md_dropped_total", samples)
+                + total("bistoury_recorder_dropped_total", stored)
+            ),
+            storage_bytes={
+                s.labels.get("kind", "?"): int(s.value)
+                for s in stored
+                if s.name == "bistoury_storage_bytes"
+            },
         )
 
     async def _cmd_stop(self, req: StopRequest) -> StopResult:

@@ -24,6 +24,7 @@ COMMANDS = (
     "stop",
     "events",
     "config-check",
+    "collect",
 )
 
 # Exit codes of bistouryctl.

@@ -38,6 +38,9 @@ class DaemonState(BaseModel):
     paused: frozenset[Pausable] = frozenset()
     changed_ts_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
     emergency_stop_ts_ms: int | None = None
+    collect_pairs: tuple[str, ...] | None = Field(
+        default=None, description="pairs chosen by `bistoury collect --pairs` over trading.pairs"
+    )
 
     @field_serializer("paused")
     def _sorted(self, paused: frozenset[str]) -> list[str]:
@@ -50,6 +53,10 @@ class DaemonState(BaseModel):
                 "use 'bistouryctl trade --confirm --risk-limit USD' (not in this version yet)",
             )
         return self.model_copy(update={"mode": mode, "changed_ts_ms": _now_ms()})
+
+    def with_collect_pairs(self, pairs: list[str] | None) -> DaemonState:
+        new = tuple(pairs) if pairs else None
+        return self.model_copy(update={"collect_pairs": new, "changed_ts_ms": _now_ms()})
 
     def with_paused(self, scope: PauseScope, paused: bool) -> DaemonState:
         scopes: set[Pausable] = {"collect", "trading"} if scope == "all" else {scope}

@@ -141,6 +141,7 @@ class Init(_Msg):
     config_sha256: str
     mode: Mode
     paused: list[Pausable]
+    collect_pairs: list[str] | None = None
     state_dir: str
 
 
@@ -156,6 +157,7 @@ class ModeUpdate(_Msg):
     type: Literal["mode"] = "mode"
     mode: Mode
     paused: list[Pausable]
+    collect_pairs: list[str] | None = None
 
 
 class Stop(_Msg):

@@ -28,6 +28,12 @@ def mode(args: argparse.Namespace) -> int:
     return emit(args, result, lambda: f"mode: {word} {result['mode']}")
 
 
+def collect(args: argparse.Namespace) -> int:
+    pairs = [p.strip() for p in args.pairs.split(",") if p.strip()] if args.pairs else None
+    result = call(args, "collect", pairs=pairs)
+    return emit(args, result, lambda: f"collecting {', '.join(result['pairs'])} (mode collect)")
+
+
 def _pause_or_resume(args: argparse.Namespace) -> int:
     result = call(args, args.command, scope=args.scope)
     paused = ", ".join(result.get("paused", [])) or "nothing"
@@ -171,6 +177,23 @@ def register(
     )
     p.add_argument("name", choices=MODES, metavar="NAME", help=" | ".join(MODES))
     p.set_defaults(func=mode)
+
+    p = sub.add_parser(
+        "collect",
+        parents=[common],
+        help="collect market data (mode collect)",
+        description="Switch to mode collect: the collector streams candles, the L2 book, "
+        "trades and funding/open interest of the pairs into the database. Without --pairs "
+        "it collects trading.pairs from the config.",
+    )
+    p.add_argument("--pairs", metavar="COINS", help="comma-separated coins, e.g. BTC,ETH")
+    p.add_argument(
+        "--mode",
+        choices=["continuous"],
+        default="continuous",
+        help="continuous: stream until the mode changes (default)",
+    )
+    p.set_defaults(func=collect)
 
     for name, verb in (("pause", "Pause"), ("resume", "Resume")):
         p = sub.add_parser(

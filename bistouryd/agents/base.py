@@ -92,6 +92,7 @@ class Agent:
         self.config_sha256 = ""
         self.mode: Mode = "idle"
         self.paused: frozenset[Pausable] = frozenset()
+        self.collect_pairs: list[str] | None = None
         self.state_dir = Path(".")
         self._ppid = os.getppid()
         self._stopping = asyncio.Event()
@@ -127,6 +128,11 @@ class Agent:
     def metrics(self) -> list[MetricSample]:
         """The agent's own Prometheus samples, reported with each heartbeat."""
         return []
+
+    @property
+    def pairs(self) -> list[str]:
+        """The coins to work on: ``bistoury collect --pairs`` if given, else trading.pairs."""
+        return list(self.collect_pairs or self.config.trading.pairs)
 
     # ---- services ----------------------------------------------------------------
 
@@ -229,6 +235,7 @@ class Agent:
         self.config_sha256 = init.config_sha256
         self.mode = init.mode
         self.paused = frozenset(init.paused)
+        self.collect_pairs = init.collect_pairs
         self.state_dir = Path(init.state_dir)
 
     def _log_to_channel(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -260,6 +267,7 @@ class Agent:
                 await self._apply_config(msg)
             elif isinstance(msg, ModeUpdate):
                 self.mode, self.paused = msg.mode, frozenset(msg.paused)
+                self.collect_pairs = msg.collect_pairs
                 await self.on_mode()
             elif isinstance(msg, Init):
                 continue

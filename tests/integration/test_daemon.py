@@ -643,7 +643,9 @@ def test_init_creates_state_and_database(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "schema version 1" in done.stdout
+    from bistouryd.storage.db import bundled_migrations
+
+    assert f"schema version {len(bundled_migrations())}" in done.stdout
     assert (state / "bistoury.duckdb").exists()
     config.write_text("trading:\n  pairs: [BTC, BTC]\n")
     bad = subprocess.run(

@@ -1,0 +1,1 @@
+"""HyperLiquid access: the SDK feed, trading rules, order books (pure parts are I/O-free)."""
