@@ -212,10 +212,11 @@ MarketEvent = Candle | L2Book | Trades | AssetCtx | FundingRate
 @payload
 class RawMessage(_Md):
     """A message exactly as HyperLiquid sent it (``raw.<channel>.<COIN>``), for the raw
-    store: the websocket frame's text, or a REST response body."""
+    store: a websocket frame's text, a REST response body, or a line of the exchange's
+    public historical archive (``archive``, imported with ``bistoury data import``)."""
 
     received_ts_ms: int
-    source: Literal["ws", "rest"]
+    source: Literal["ws", "rest", "archive"]
     channel: str
     coin: str | None
     text: str
