@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from bistouryctl.commands import daemon, setup
+from bistouryctl.commands import daemon, data, setup
 from bistouryctl.commands.common import run_command
 from bistouryd import __version__
 from bistouryd.protocol import EXIT_USAGE
@@ -47,6 +47,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     daemon.register(sub, common)
     setup.register(sub, common)
+    data.register(sub, common)
     return parser
 
 

@@ -178,13 +178,49 @@ class RiskConfig(Section):
     min_order_usd: float = Field(default=10.0, ge=10)
 
 
+class RetentionConfig(Section):
+    """Days each table keeps its rows in DuckDB; older rows move to Parquet files (still
+    readable through the ``<table>_all`` views). ``null`` keeps them in DuckDB forever."""
+
+    raw_messages: int | None = Field(default=7, ge=1, le=100_000)
+    l2_snapshots: int | None = Field(default=14, ge=1, le=100_000)
+    trades: int | None = Field(default=30, ge=1, le=100_000)
+    candles: int | None = Field(default=None, ge=1, le=100_000)
+    asset_ctx: int | None = Field(default=None, ge=1, le=100_000)
+    funding_history: int | None = Field(default=None, ge=1, le=100_000)
+
+
 class StorageConfig(Section):
     path: str = Field(default="bistoury.duckdb", description="Relative paths are in the state dir")
     batch_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
     batch_max_ms: int = Field(default=250, ge=10, le=60_000)
+    queue_max_rows: int = Field(
+        default=500_000,
+        ge=1,
+        le=50_000_000,
+        description="Rows waiting for the database beyond this are dropped (and counted)",
+    )
+    parquet_dir: str = Field(default="parquet", description="Relative paths are in the state dir")
+    retention: RetentionConfig = RetentionConfig()
+    retention_interval_s: float = Field(
+        default=3600.0, ge=10, le=7 * 86400, description="How often old rows move to Parquet"
+    )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> StorageConfig:
+        if self.queue_max_rows < self.batch_max_rows:
+            raise hinted(
+                "queue_max_rows is smaller than batch_max_rows",
+                f"raise queue_max_rows to at least {self.batch_max_rows}",
+            )
+        return self
 
     def db_path(self, state: Path) -> Path:
         p = Path(self.path).expanduser()
+        return p if p.is_absolute() else state / p
+
+    def parquet_path(self, state: Path) -> Path:
+        p = Path(self.parquet_dir).expanduser()
         return p if p.is_absolute() else state / p
 
 
@@ -278,7 +314,7 @@ class Config(Section):
 
 
 # Reload applies everything except these, which need a restart of the daemon.
-RESTART_REQUIRED = ("storage.path",)
+RESTART_REQUIRED = ("storage.path", "storage.parquet_dir")
 
 
 # ---------------------------------------------------------------------------------------

@@ -89,6 +89,11 @@ class ConfigCheckRequest(_Request):
     path: str | None = Field(default=None, max_length=4096)
 
 
+class DataStatusRequest(_Request):
+    cmd: Literal["data-status"]
+    gaps_since_ms: int | None = Field(default=None, ge=0)
+
+
 class CollectRequest(_Request):
     cmd: Literal["collect"]
     pairs: list[str] | None = Field(default=None, max_length=500)
@@ -103,7 +108,8 @@ Request = Annotated[
     | StopRequest
     | EventsRequest
     | ConfigCheckRequest
-    | CollectRequest,
+    | CollectRequest
+    | DataStatusRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)

@@ -20,7 +20,12 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -47,9 +52,9 @@ class CarriedSamples:
 
     def process_exited(self) -> None:
         for key, s in self.current.items():
-            if s.kind == "counter":
-                before = self.carried[key].value if key in self.carried else 0.0
-                self.carried[key] = s.model_copy(update={"value": before + s.value})
+            if s.kind != "gauge":
+                old = self.carried.get(key)
+                self.carried[key] = old.plus(s) if old is not None else s
         self.current = {}
 
     def export(self) -> list[MetricSample]:
@@ -57,8 +62,8 @@ class CarriedSamples:
         for key in self.carried.keys() | self.current.keys():
             now = self.current.get(key)
             old = self.carried.get(key)
-            if now is not None and now.kind == "counter":
-                out.append(now.model_copy(update={"value": now.value + (old.value if old else 0)}))
+            if now is not None and now.kind != "gauge" and old is not None:
+                out.append(old.plus(now))
             elif now is not None:
                 out.append(now)
             elif old is not None:
@@ -119,25 +124,35 @@ class _AgentCollector(Collector):
 
 def _merge(samples: list[MetricSample]) -> Iterator[Metric]:
     """Group samples into families, summing equal name+labels from different processes."""
-    families: dict[str, tuple[MetricSample, dict[tuple[tuple[str, str], ...], float]]] = {}
+    families: dict[str, tuple[MetricSample, dict[tuple[tuple[str, str], ...], MetricSample]]] = {}
     for s in samples:
-        first, values = families.setdefault(s.name, (s, {}))
+        first, series = families.setdefault(s.name, (s, {}))
         if first.kind != s.kind:
             continue
         labels = tuple(sorted(s.labels.items()))
-        values[labels] = values.get(labels, 0.0) + s.value
-    for name, (first, values) in sorted(families.items()):
+        series[labels] = series[labels].plus(s) if labels in series else s
+    for name, (first, series) in sorted(families.items()):
         label_names = sorted(first.labels)
-        family: CounterMetricFamily | GaugeMetricFamily
+        family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
         if first.kind == "counter":
             family = CounterMetricFamily(
                 name.removesuffix("_total"), first.help, labels=label_names
             )
+        elif first.kind == "histogram":
+            family = HistogramMetricFamily(name, first.help, labels=label_names)
         else:
             family = GaugeMetricFamily(name, first.help, labels=label_names)
-        for labels, value in sorted(values.items()):
-            if [k for k, _ in labels] == label_names:
-                family.add_metric([v for _, v in labels], value)
+        for labels, s in sorted(series.items()):
+            if [k for k, _ in labels] != label_names:
+                continue
+            values = [v for _, v in labels]
+            if isinstance(family, HistogramMetricFamily):
+                buckets = [
+                    ("+Inf" if le == float("inf") else repr(le), n) for le, n in s.buckets or []
+                ]
+                family.add_metric(values, buckets, s.value)
+            else:
+                family.add_metric(values, s.value)
         yield family
 
 

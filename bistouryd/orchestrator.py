@@ -37,6 +37,7 @@ from bistouryd.control import (
     ConfigCheckResult,
     ControlError,
     ControlServer,
+    DataStatusRequest,
     EventsRequest,
     EventsResult,
     Handler,
@@ -57,14 +58,18 @@ from bistouryd.outbox import EventOutbox
 from bistouryd.paths import RuntimePaths
 from bistouryd.protocol import DAEMON_EXIT_EMERGENCY, DAEMON_EXIT_FAILURE
 from bistouryd.state import DaemonState, ModeError, StateStore
+from bistouryd.storage.status import DataStatus
 from bistouryd.supervision import (
     ConfigUpdate,
+    DataStatusQuery,
+    DataStatusResult,
     EventsQuery,
     EventsStored,
     Init,
     LogRecord,
     MetricSample,
     ModeUpdate,
+    RecorderAnswer,
     ReportEvent,
     StoreEvents,
 )
@@ -78,6 +83,7 @@ RESEND_AFTER_S = 2.0
 OUTBOX_MAX = 10_000
 STORE_BATCH = 500
 QUERY_TIMEOUT_S = 5.0
+DATA_STATUS_TIMEOUT_S = 25.0
 _LEVELS = {
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -121,7 +127,7 @@ class Orchestrator:
         self._last_watchdog = 0.0
         self.outbox = EventOutbox(OUTBOX_MAX, RESEND_AFTER_S, self.metrics.events_dropped.inc)
         self.supervisor: Supervisor | None = None
-        self._queries: dict[str, asyncio.Future[AgentEventsResult]] = {}
+        self._queries: dict[str, asyncio.Future[RecorderAnswer]] = {}
         self._shutdown: ShutdownRequest | None = None
         self._shutdown_event = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -209,6 +215,7 @@ class Orchestrator:
             "events": self._cmd_events,
             "config-check": self._cmd_config_check,
             "collect": self._cmd_collect,
+            "data-status": self._cmd_data_status,
         }
         self.control = ControlServer(
             self.ctx,
@@ -236,6 +243,7 @@ class Orchestrator:
             self.emit(SysEvent(kind="alert", level="error", message=message), logged=True)
 
     async def _stop_everything(self, request: ShutdownRequest) -> int:
+        self.sup.restarting = False  # an agent that exits now is not restarted
         self.notifier.stopping(f"stopping: {request.reason}")
         kind: Literal["emergency_stop", "stop"] = "emergency_stop" if request.emergency else "stop"
         self.emit(
@@ -347,7 +355,7 @@ class Orchestrator:
             _relog(h.name, msg)
         elif isinstance(msg, EventsStored):
             self.outbox.acknowledge(msg.ids)
-        elif isinstance(msg, AgentEventsResult):
+        elif isinstance(msg, (AgentEventsResult, DataStatusResult)):
             future = self._queries.pop(msg.request_id, None)
             if future is not None and not future.done():
                 future.set_result(msg)
@@ -548,7 +556,10 @@ class Orchestrator:
         )
         return StopResult(pid=os.getpid(), emergency=req.emergency)
 
-    async def _cmd_events(self, req: EventsRequest) -> EventsResult:
+    async def _ask_recorder(
+        self, make: Callable[[str], EventsQuery | DataStatusQuery], timeout_s: float
+    ) -> RecorderAnswer:
+        """Send the recorder a query and wait for its answer (matched by request id)."""
         recorder = self.sup.handles.get("recorder")
         if recorder is None or not recorder.alive:
             raise ControlError(
@@ -556,19 +567,12 @@ class Orchestrator:
                 "it restarts by itself; try again in a few seconds",
             )
         request_id = uuid.uuid4().hex
-        future: asyncio.Future[AgentEventsResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RecorderAnswer] = asyncio.get_running_loop().create_future()
         self._queries[request_id] = future
-        await self._flush_outbox()
-        sent = await self.sup.send(
-            "recorder",
-            EventsQuery(
-                request_id=request_id, limit=req.limit, since_ms=req.since_ms, kinds=req.kinds
-            ),
-        )
         try:
-            if not sent:
+            if not await self.sup.send("recorder", make(request_id)):
                 raise asyncio.TimeoutError
-            answer = await asyncio.wait_for(future, QUERY_TIMEOUT_S)
+            answer = await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
             raise ControlError(
                 "the recorder did not answer in time",
@@ -578,8 +582,19 @@ class Orchestrator:
             self._queries.pop(request_id, None)
         if answer.error:
             raise ControlError(
-                f"the recorder could not read the events: {answer.error}", "see the daemon's log"
+                f"the recorder could not answer: {answer.error}", "see the daemon's log"
             )
+        return answer
+
+    async def _cmd_events(self, req: EventsRequest) -> EventsResult:
+        await self._flush_outbox()
+        answer = await self._ask_recorder(
+            lambda rid: EventsQuery(
+                request_id=rid, limit=req.limit, since_ms=req.since_ms, kinds=req.kinds
+            ),
+            QUERY_TIMEOUT_S,
+        )
+        assert isinstance(answer, AgentEventsResult)
         stored = {e.id for e in answer.events}
         pending = [
             e
@@ -590,6 +605,14 @@ class Orchestrator:
         ]
         events = sorted([*answer.events, *pending], key=lambda e: (e.ts_ms, e.id))[-req.limit :]
         return EventsResult(events=events, pending=len(pending))
+
+    async def _cmd_data_status(self, req: DataStatusRequest) -> DataStatus:
+        answer = await self._ask_recorder(
+            lambda rid: DataStatusQuery(request_id=rid, gaps_since_ms=req.gaps_since_ms),
+            DATA_STATUS_TIMEOUT_S,
+        )
+        assert isinstance(answer, DataStatusResult) and answer.status is not None
+        return answer.status
 
     async def _cmd_config_check(self, req: ConfigCheckRequest) -> ConfigCheckResult:
         path = Path(req.path) if req.path else self.loaded.path

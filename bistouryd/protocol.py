@@ -25,6 +25,7 @@ COMMANDS = (
     "events",
     "config-check",
     "collect",
+    "data-status",
 )
 
 # Exit codes of bistouryctl.

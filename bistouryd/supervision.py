@@ -16,6 +16,7 @@ from bistouryd.bus import BusStats
 from bistouryd.config import Config
 from bistouryd.events import SysEvent
 from bistouryd.state import Mode, Pausable
+from bistouryd.storage.status import DataStatus
 
 
 class _Msg(BaseModel):
@@ -38,16 +39,57 @@ class MetricSample(_Msg):
     previous process's total forward so that exported ``_total`` series never go down.
     """
 
+    # A histogram's last bucket is +Inf: send it as the JSON constant Infinity, not null.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
     name: str = Field(pattern=r"^bistoury_[a-z0-9_]+$")
-    kind: Literal["counter", "gauge"]
+    kind: Literal["counter", "gauge", "histogram"]
     help: str
     labels: dict[str, str] = Field(default_factory=dict)
-    value: float
+    value: float = Field(description="the value; for a histogram, the sum of observations")
+    buckets: list[tuple[float, float]] | None = Field(
+        default=None, description="histogram only: (upper bound, cumulative count), +Inf last"
+    )
+
+    def plus(self, other: MetricSample) -> MetricSample:
+        """This sample with ``other`` (same series) added: carried totals, merged processes."""
+        if self.buckets is None or other.buckets is None:
+            return self.model_copy(update={"value": self.value + other.value})
+        mine, theirs = dict(self.buckets), dict(other.buckets)
+        buckets = [(le, mine.get(le, 0.0) + theirs.get(le, 0.0)) for le in sorted(mine | theirs)]
+        return self.model_copy(update={"value": self.value + other.value, "buckets": buckets})
+
+
+class Histogram:
+    """Observations bucketed in the agent, reported as one cumulative ``MetricSample``."""
+
+    def __init__(self, name: str, help: str, bounds: tuple[float, ...]):
+        self.name, self.help = name, help
+        self.bounds = (*sorted(bounds), float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def sample(self) -> MetricSample:
+        cumulative, running = [], 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return MetricSample(
+            name=self.name, kind="histogram", help=self.help, value=self.sum, buckets=cumulative
+        )
 
 
 def sample(
-    name: str, kind: Literal["counter", "gauge"], help: str, value: float, **labels: str
+    name: str, kind: Literal["counter", "gauge"], help: str, value: float, /, **labels: str
 ) -> MetricSample:
+    """A counter or gauge sample; labels are keyword arguments (``kind`` included)."""
     return MetricSample(name=name, kind=kind, help=help, labels=labels, value=value)
 
 
@@ -125,8 +167,18 @@ class EventsResult(_Msg):
     error: str | None = None
 
 
+class DataStatusResult(_Msg):
+    type: Literal["data_status_result"] = "data_status_result"
+    request_id: str
+    status: DataStatus | None = None
+    error: str | None = None
+
+
+RecorderAnswer = EventsResult | DataStatusResult
+
+
 FromAgent = Annotated[
-    Hello | Heartbeat | ReportEvent | LogRecord | EventsStored | EventsResult,
+    Hello | Heartbeat | ReportEvent | LogRecord | EventsStored | EventsResult | DataStatusResult,
     Field(discriminator="type"),
 ]
 
@@ -178,8 +230,14 @@ class EventsQuery(_Msg):
     kinds: list[str] = Field(default_factory=list)
 
 
+class DataStatusQuery(_Msg):
+    type: Literal["data_status_query"] = "data_status_query"
+    request_id: str
+    gaps_since_ms: int | None = None
+
+
 ToAgent = Annotated[
-    Init | ConfigUpdate | ModeUpdate | Stop | StoreEvents | EventsQuery,
+    Init | ConfigUpdate | ModeUpdate | Stop | StoreEvents | EventsQuery | DataStatusQuery,
     Field(discriminator="type"),
 ]
 

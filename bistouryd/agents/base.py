@@ -193,7 +193,7 @@ class Agent:
         except Exception as exc:
             return await self._fail_start(exc)
         self.spawn(self._heartbeats(), "heartbeat")
-        self.spawn(self._receive(), "supervision")
+        self.spawn(self._supervision_loop(), "supervision")
         self.spawn(self._forward_logs(), "logs")
         await self._stopping.wait()
         try:
@@ -255,7 +255,7 @@ class Agent:
             log.error("%s agent got an invalid supervision message: %s", self.name, exc)
             return None
 
-    async def _receive(self) -> None:
+    async def _supervision_loop(self) -> None:
         while True:
             msg = self._parse(await self._dealer.recv())
             if msg is None:

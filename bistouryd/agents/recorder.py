@@ -1,8 +1,13 @@
 """The recorder: the only process that writes the DuckDB file.
 
-System events arrive from the orchestrator over the supervision channel. They are
-written in batches (``storage.batch_max_rows`` / ``storage.batch_max_ms``) and each batch
-is acknowledged after its commit, so the orchestrator resends anything a crash lost.
+Market data arrives from the bus (``md.*`` typed, ``raw.*`` as received) and system
+events from the orchestrator over the supervision channel. Everything waits in one
+bounded queue and is written in batches (``storage.batch_max_rows`` /
+``storage.batch_max_ms``), each batch in one transaction; system events are
+acknowledged after their commit so the orchestrator resends whatever a crash lost.
+Market data that finds the queue full is dropped and counted, never lost silently;
+system events are never dropped here. Old rows move to Parquet every
+``storage.retention_interval_s``.
 """
 
 from __future__ import annotations
@@ -11,18 +16,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 import duckdb
 from pydantic import BaseModel
 
 from bistouryd.agents.base import Agent, run
 from bistouryd.events import SysEvent
+from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
 from bistouryd.storage.db import open_db
-from bistouryd.storage.events import insert_events, query_events
+from bistouryd.storage.events import query_events
+from bistouryd.storage.marketdata import BatchQueue, Item, WriteError, WriteResult, write_batch
+from bistouryd.storage.retention import RetentionSettings, refresh_views, run_retention
+from bistouryd.storage.status import compute_status
 from bistouryd.supervision import (
+    DataStatusQuery,
+    DataStatusResult,
     EventsQuery,
     EventsResult,
     EventsStored,
+    Histogram,
     MetricSample,
     StoreEvents,
     sample,
@@ -30,69 +43,120 @@ from bistouryd.supervision import (
 
 log = logging.getLogger(__name__)
 
+STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage)
+SIZES_EVERY_S = 10.0
+RETRY_AFTER_S = 1.0
+BATCH_SECONDS_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 class RecorderAgent(Agent):
     name = "recorder"
 
     async def start(self) -> None:
-        self.db_path = self.config.storage.db_path(self.state_dir)
+        storage = self.config.storage
+        self.db_path = storage.db_path(self.state_dir)
+        self.parquet_dir = storage.parquet_path(self.state_dir)
         self.con: duckdb.DuckDBPyConnection = open_db(self.db_path)
+        refresh_views(self.con, self.parquet_dir)
         self._db_lock = asyncio.Lock()
-        self._pending: list[SysEvent] = []
-        self._flush_due = asyncio.Event()
-        self._rows = 0
-        self._batches = 0
-        self._last_batch_s = 0.0
+        self.queue = BatchQueue.from_config(storage)
+        self._events: list[SysEvent] = []
+        self._due = asyncio.Event()
+        self.totals = WriteResult()
+        self.failed_batches = 0
+        self.batch_seconds = Histogram(
+            "bistoury_recorder_batch_seconds", "Time to write one batch", BATCH_SECONDS_BOUNDS
+        )
+        self.sizes: dict[str, int] = {}
+        self.market = self.subscribe(["md.", "raw."])
         log.info("recording to %s", self.db_path)
+        self.spawn(self._receive_market(), "market-data")
         self.spawn(self._flusher(), "flusher")
+        self.spawn(self._retention(), "retention")
+        self.spawn(self._measure_sizes(), "sizes")
 
     async def on_config(self, changed: list[str]) -> None:
-        if "storage.path" in changed:
-            log.warning(
-                "storage.path changed; the recorder keeps writing %s until a restart", self.db_path
-            )
+        for key in ("storage.path", "storage.parquet_dir"):
+            if key in changed:
+                log.warning("%s changed; the recorder keeps using the old one until a restart", key)
+        storage = self.config.storage
+        self.queue.batch_max_rows = storage.batch_max_rows
+        self.queue.batch_max_ms = storage.batch_max_ms
+        self.queue.queue_max_rows = storage.queue_max_rows
 
     async def handle(self, msg: BaseModel) -> None:
         if isinstance(msg, StoreEvents):
-            self._pending.extend(msg.events)
-            if len(self._pending) >= self.config.storage.batch_max_rows:
-                self._flush_due.set()
+            self._events.extend(msg.events)
+            self._due.set()
         elif isinstance(msg, EventsQuery):
-            await self._answer(msg)
+            await self._answer_events(msg)
+        elif isinstance(msg, DataStatusQuery):
+            await self._answer_status(msg)
         else:
             await super().handle(msg)
 
+    # ---- writing ---------------------------------------------------------------------
+
+    async def _receive_market(self) -> None:
+        limit = self.config.storage.batch_max_rows
+        while True:
+            _, envelope = await self.market.recv()
+            if isinstance(envelope.body, STORABLE):
+                self.queue.offer(envelope.body, _now_ms())
+            if self.queue.rows >= limit:
+                self._due.set()
+
     async def _flusher(self) -> None:
         while True:
+            wait_ms = self.queue.due_in_ms(_now_ms())
+            timeout = self.config.storage.batch_max_ms / 1000 if wait_ms is None else wait_ms / 1000
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self._flush_due.wait(), self.config.storage.batch_max_ms / 1000
+                await asyncio.wait_for(self._due.wait(), timeout)
+            self._due.clear()
+            if self._events or self.queue.due(_now_ms()):
+                await self._flush()
+
+    async def _flush(self, everything: bool = False) -> None:
+        """Write the next batch (all queued batches with ``everything``)."""
+        while True:
+            batch: list[Item] = [*self.queue.take(), *self._events]
+            events, self._events = self._events, []
+            if not batch:
+                return
+            try:
+                async with self._db_lock:
+                    result = await asyncio.to_thread(write_batch, self.con, batch)
+            except WriteError as exc:
+                self.failed_batches += 1
+                log.error(
+                    "Writing to %s failed: %s\n  → check free disk space and the file's "
+                    "permissions; the batch is retried",
+                    self.db_path,
+                    exc,
                 )
-            self._flush_due.clear()
-            await self._flush()
+                self._events = events + self._events
+                self.queue.requeue([b for b in batch if not isinstance(b, SysEvent)], _now_ms())
+                await asyncio.sleep(RETRY_AFTER_S)
+                return
+            self.totals.add(result)
+            self.batch_seconds.observe(result.seconds)
+            if result.rejected_samples:
+                log.warning(
+                    "rows refused by the schema (first of them): %s",
+                    "; ".join(result.rejected_samples[:3]),
+                )
+            if events:
+                await self.send(EventsStored(ids=[e.id for e in events]))
+            if not everything or not self.queue.rows:
+                return
 
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        started = time.perf_counter()
-        async with self._db_lock:
-            await asyncio.to_thread(self._write, batch)
-        self._last_batch_s = time.perf_counter() - started
-        self._rows += len(batch)
-        self._batches += 1
-        await self.send(EventsStored(ids=[e.id for e in batch]))
+    # ---- queries ---------------------------------------------------------------------
 
-    def _write(self, batch: list[SysEvent]) -> None:
-        self.con.begin()
-        try:
-            insert_events(self.con, batch)
-            self.con.commit()
-        except BaseException:
-            self.con.rollback()
-            raise
-
-    async def _answer(self, query: EventsQuery) -> None:
+    async def _answer_events(self, query: EventsQuery) -> None:
         await self._flush()
         try:
             async with self._db_lock:
@@ -108,32 +172,110 @@ class RecorderAgent(Agent):
             result = EventsResult(request_id=query.request_id, error=str(exc))
         await self.send(result)
 
+    async def _answer_status(self, query: DataStatusQuery) -> None:
+        try:
+            async with self._db_lock:
+                status = await asyncio.to_thread(
+                    compute_status,
+                    self.con,
+                    db_path=self.db_path,
+                    parquet_dir=self.parquet_dir,
+                    gaps_since_ms=query.gaps_since_ms,
+                )
+            answer = DataStatusResult(request_id=query.request_id, status=status)
+        except duckdb.Error as exc:
+            answer = DataStatusResult(request_id=query.request_id, error=str(exc))
+        await self.send(answer)
+
+    # ---- upkeep ----------------------------------------------------------------------
+
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.storage.retention_interval_s)
+            settings = RetentionSettings.from_config(self.config.storage, self.state_dir)
+            async with self._db_lock:
+                report = await asyncio.to_thread(run_retention, self.con, _now_ms(), settings)
+            if report.moved_rows:
+                log.info(
+                    "moved %d old rows to Parquet in %s", report.moved_rows, settings.parquet_dir
+                )
+            for error in report.errors:
+                log.error(
+                    "Moving old rows to Parquet failed: %s\n  → check free disk space; "
+                    "the rows stay in DuckDB and the move is retried",
+                    error,
+                )
+
+    async def _measure_sizes(self) -> None:
+        while True:
+            self.sizes = await asyncio.to_thread(_sizes, self.db_path, self.parquet_dir)
+            await asyncio.sleep(SIZES_EVERY_S)
+
     async def stop(self) -> None:
-        await self._flush()
+        await self._flush(everything=True)
         self.con.close()
 
     def metrics(self) -> list[MetricSample]:
-        return [
+        out = [
             sample(
                 "bistoury_recorder_rows_total",
                 "counter",
                 "Rows committed to DuckDB",
-                self._rows,
-                table="sys_events",
-            ),
-            sample(
-                "bistoury_recorder_batches_total",
-                "counter",
-                "Batches committed to DuckDB",
-                self._batches,
-            ),
-            sample(
-                "bistoury_recorder_last_batch_seconds",
-                "gauge",
-                "Time the last batch took to commit",
-                self._last_batch_s,
-            ),
+                n,
+                table=table,
+            )
+            for table, n in sorted(self.totals.written.items())
         ]
+        out += [
+            sample(
+                "bistoury_recorder_dropped_total",
+                "counter",
+                "Rows dropped because the write queue was full",
+                n,
+                table=table,
+            )
+            for table, n in sorted(self.queue.dropped.items())
+        ]
+        out += [
+            sample(
+                "bistoury_recorder_rejected_total",
+                "counter",
+                "Rows refused by the schema's constraints",
+                n,
+                table=table,
+            )
+            for table, n in sorted(self.totals.rejected.items())
+        ]
+        out += [
+            sample("bistoury_storage_bytes", "gauge", "Bytes on disk", n, kind=kind)
+            for kind, n in sorted(self.sizes.items())
+        ]
+        out += [
+            sample(
+                "bistoury_recorder_queue_rows",
+                "gauge",
+                "Rows waiting to be written",
+                self.queue.rows,
+            ),
+            sample(
+                "bistoury_recorder_failed_batches_total",
+                "counter",
+                "Batches DuckDB refused (retried)",
+                self.failed_batches,
+            ),
+            self.batch_seconds.sample(),
+        ]
+        return out
+
+
+def _sizes(db_path: Path, parquet_dir: Path) -> dict[str, int]:
+    wal = Path(f"{db_path}.wal")
+    parquet = sum(p.stat().st_size for p in parquet_dir.rglob("*.parquet"))
+    return {
+        "duckdb": db_path.stat().st_size if db_path.exists() else 0,
+        "wal": wal.stat().st_size if wal.exists() else 0,
+        "parquet": parquet,
+    }
 
 
 if __name__ == "__main__":
