@@ -69,6 +69,7 @@ class CollectorAgent(Agent):
     name = "collector"
 
     async def start(self) -> None:
+        logging.getLogger("websocket").setLevel(logging.WARNING)  # it logs every connect at INFO
         self.loop = asyncio.get_running_loop()
         self.frames: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(
             self.config.collector.queue_max
@@ -150,6 +151,7 @@ class CollectorAgent(Agent):
         self.feed = feed
         self.subscribed = set()
         self.connected_since = None
+        seen_before = self.cursor.snapshot()
         try:
             feed.start()
             self._sync_subscriptions()
@@ -158,7 +160,7 @@ class CollectorAgent(Agent):
                 return "no data within the connection timeout"
             self.connected_since = time.monotonic()
             log.info("connected to %s; collecting %s", url, ", ".join(self.pairs))
-            await self._backfill_candles(list(self.subscribed))
+            await self._backfill_candles(list(self.subscribed), seen_before)
             return await self._watch(closed, url)
         finally:
             self.feed = None
@@ -187,7 +189,7 @@ class CollectorAgent(Agent):
                 self.changed.clear()
                 added = self._sync_subscriptions()
                 if added:
-                    await self._backfill_candles(added)
+                    await self._backfill_candles(added, CandleCursor())
             await asyncio.sleep(WATCH_EVERY_S)
 
     def _sync_subscriptions(self) -> list[Subscription]:
@@ -246,7 +248,8 @@ class CollectorAgent(Agent):
             if not isinstance(msg, dict):
                 continue
             try:
-                events = parse_ws_message(msg, received_ms)
+                # activeAssetCtx has no time stamp: give it the exchange's time, not ours.
+                events = parse_ws_message(msg, self.clock.now_ms() or received_ms)
             except MarketDataError as exc:
                 self.parse_errors += 1
                 log.warning("skipped a malformed %s message: %s", channel, exc)
@@ -274,7 +277,9 @@ class CollectorAgent(Agent):
 
     # ---- REST: candle backfill and funding ------------------------------------------
 
-    async def _backfill_candles(self, subs: list[Subscription]) -> None:
+    async def _backfill_candles(self, subs: list[Subscription], seen: CandleCursor) -> None:
+        """Fetch the bars of ``subs`` from the last one in ``seen`` (or the configured
+        window) up to the exchange's now, and publish them like websocket candles."""
         now_ms = self.clock.now_ms()
         if now_ms is None or self.feed is None:
             return
@@ -283,7 +288,7 @@ class CollectorAgent(Agent):
         for sub in subs:
             if sub.kind != "candle" or sub.interval is None:
                 continue
-            start_ms, end_ms = self.cursor.backfill_range(sub.coin, sub.interval, now_ms, window_ms)
+            start_ms, end_ms = seen.backfill_range(sub.coin, sub.interval, now_ms, window_ms)
             try:
                 rows = await asyncio.to_thread(
                     feed.candles, sub.coin, sub.interval, start_ms, end_ms
@@ -302,7 +307,7 @@ class CollectorAgent(Agent):
                     self.parse_errors += 1
                     log.warning("skipped a malformed backfilled candle: %s", exc)
                     continue
-                new += self.cursor.observe(candle)
+                new += seen.observe(candle)
                 await self._publish_event(candle)
             self.backfilled += new
             if new:

@@ -83,6 +83,11 @@ class CandleCursor:
             return True
         return False
 
+    def snapshot(self) -> CandleCursor:
+        """A copy, taken when a connection opens: its backfill must start from the bars
+        seen before it, not from the ones the new connection has just delivered."""
+        return CandleCursor(dict(self.last_open_ms))
+
     def backfill_range(
         self, coin: str, interval: str, exchange_now_ms: int, first_window_ms: int
     ) -> tuple[int, int]:
