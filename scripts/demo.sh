@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
-# `make demo`: run bistouryd in the foreground with the example configuration and show
-# `bistouryctl status` once it is ready. State goes to .demo/ in the checkout; the control
-# socket is in the default runtime directory, so `bistouryctl status` in a second
-# terminal finds it without flags. Ctrl-C stops the daemon cleanly.
+# `make demo`: the bundled simulated HyperLiquid exchange replaying recorded market data,
+# and bistouryd in the foreground collecting it; `bistouryctl status` is shown once data
+# flows. Everything lives in .demo/ in the checkout; the control socket is in the default
+# runtime directory, so `bistouryctl status` in a second terminal finds it without flags.
+# Ctrl-C stops the daemon cleanly, then the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
-STATE="$PWD/.demo/state"
-mkdir -p "$STATE"
+BIN="$PWD/.venv/bin"
+DEMO="$PWD/.demo"
+mkdir -p "$DEMO/state"
+rm -f "$DEMO/sim.url"
+
+setsid "$BIN/bistoury-simexchange" --port 0 --ready-file "$DEMO/sim.url" --speed 1x \
+  >"$DEMO/simexchange.log" 2>&1 &
+SIM=$!
+trap 'kill "$SIM" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -s "$DEMO/sim.url" ] && break; sleep 0.1; done
+if [ ! -s "$DEMO/sim.url" ]; then
+  echo "ERROR: the simulated exchange did not start" >&2
+  echo "  → see $DEMO/simexchange.log" >&2
+  exit 1
+fi
+URL=$(cat "$DEMO/sim.url")
+
+# The example configuration, pointed at the simulator.
+sed -e "s|^  network: mainnet .*|  network: custom|" \
+    -e "s|^  # base_url: .*|  base_url: $URL|" etc/config.yaml >"$DEMO/config.yaml"
 
 show_status() {
   for _ in $(seq 1 150); do
     if "$BIN/bistouryctl" status --json 2>/dev/null | grep -q '"ready": true'; then
+      "$BIN/bistouryctl" collect >/dev/null
+      sleep 8
       echo
       echo "──── bistouryctl status ─────────────────────────────────────────────"
       "$BIN/bistouryctl" status
       echo "─────────────────────────────────────────────────────────────────────"
-      echo "In another terminal:  .venv/bin/bistouryctl status | events | mode collect | stop"
-      echo "Metrics:              curl -s http://127.0.0.1:9464/metrics | grep ^bistoury_"
+      echo "Simulated exchange: $URL (replaying recorded HyperLiquid data, log: .demo/simexchange.log)"
+      echo "In another terminal:  .venv/bin/bistouryctl status | data status | events | stop"
+      echo "Metrics:              curl -s http://127.0.0.1:9464/metrics | grep ^bistoury_md"
       echo "Ctrl-C here stops the daemon."
       echo
       return 0
@@ -28,4 +49,4 @@ show_status() {
 }
 
 show_status &
-exec "$BIN/bistouryd" --config "$PWD/etc/config.yaml" --state-dir "$STATE"
+"$BIN/bistouryd" --config "$DEMO/config.yaml" --state-dir "$DEMO/state"
