@@ -1,0 +1,91 @@
+"""Faults injected on request (admin endpoint or the Python API), to test a client's
+resilience: HTTP errors for the next N requests or N seconds, slow answers, a stalled
+websocket (connections stay open, nothing is sent), and going away (the listening socket
+closes, connections are refused, then it comes back on the same port).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+REST_PATHS = frozenset({"/info", "/exchange"})
+
+
+@dataclass
+class HttpFault:
+    status: int
+    remaining: int | None  # requests still to fail (None: until ``until``)
+    until: float | None  # monotonic deadline (None: until ``remaining`` runs out)
+    paths: frozenset[str]
+
+
+class Faults:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self.http: HttpFault | None = None
+        self.delay_ms = 0
+        self.stall_until = 0.0
+        self.down_until = 0.0
+        self.stalled_frames = 0
+
+    def fail_http(
+        self,
+        status: int,
+        count: int | None = None,
+        seconds: float | None = None,
+        paths: frozenset[str] = REST_PATHS,
+    ) -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error (400-599), not {status}")
+        if (count is None) == (seconds is None):
+            raise ValueError("give exactly one of count or seconds")
+        until = None if seconds is None else self._monotonic() + seconds
+        self.http = HttpFault(status, count, until, paths)
+
+    def http_error_for(self, path: str) -> int | None:
+        """The status to answer ``path`` with instead of serving it, if a fault is active."""
+        fault = self.http
+        if fault is None or path not in fault.paths:
+            return None
+        if fault.until is not None and self._monotonic() >= fault.until:
+            self.http = None
+            return None
+        if fault.remaining is not None:
+            if fault.remaining <= 0:
+                self.http = None
+                return None
+            fault.remaining -= 1
+        return fault.status
+
+    def stall_ws(self, seconds: float) -> None:
+        self.stall_until = self._monotonic() + seconds
+
+    def ws_stalled(self) -> bool:
+        return self._monotonic() < self.stall_until
+
+    def clear(self) -> None:
+        self.http = None
+        self.delay_ms = 0
+        self.stall_until = 0.0
+
+    def describe(self) -> dict[str, object]:
+        now = self._monotonic()
+        http = None
+        if self.http is not None:
+            http = {
+                "status": self.http.status,
+                "remaining": self.http.remaining,
+                "seconds_left": None
+                if self.http.until is None
+                else max(0.0, self.http.until - now),
+                "paths": sorted(self.http.paths),
+            }
+        return {
+            "http_error": http,
+            "delay_ms": self.delay_ms,
+            "ws_stall_seconds_left": max(0.0, self.stall_until - now),
+            "ws_frames_dropped_by_stall": self.stalled_frames,
+            "down_seconds_left": max(0.0, self.down_until - now),
+        }
