@@ -6,6 +6,10 @@ topic (``md.l2.BTC``, ``sys.mode``, ...) and the JSON of an ``Envelope`` whose `
 a pydantic model registered with ``@payload``. Market data is lossy under overload
 (PUB/SUB high-water marks); every envelope carries a per-(publisher, topic) sequence
 number so subscribers count what was lost instead of losing it silently.
+
+What must be stored does not ride the bus: agents send it to the recorder on a
+store-and-forward PUSH/PULL channel (``StorePusher`` → ``StorePuller``) that keeps
+queueing while the recorder restarts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ SCHEMA_VERSION = 1
 
 # High-water marks: how many messages a socket queues before PUB/SUB starts dropping.
 BUS_HWM = 100_000
+STORE_HWM = 100_000
 CONTROL_HWM = 1_000
 LINGER_MS = 0
 
@@ -130,42 +135,74 @@ class BusStats:
     received: int = 0
     dropped: int = 0
     invalid: int = 0
+    store_sent: int = 0
+    store_dropped: int = 0
 
 
-class Publisher:
-    """PUB socket connected to the proxy; numbers messages per topic."""
+class _Sender:
+    """Numbers messages per topic and sends them as [topic, envelope] frames."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, src: str, stats: BusStats):
-        self.sock = ctx.socket(zmq.PUB)
-        configure(self.sock)
-        self.sock.connect(ipc(paths.bus_in))
+    def __init__(self, sock: zmq.Socket[Any], src: str, stats: BusStats):
+        self.sock = sock
         self.src = src
         self.epoch = int(time.time() * 1_000_000) ^ os.getpid()
         self.stats = stats
         self._seq: dict[str, int] = {}
 
-    async def publish(self, topic: str, model: BaseModel) -> None:
+    def _frames(self, topic: str, model: BaseModel) -> list[bytes]:
         seq = self._seq.get(topic, 0) + 1
         self._seq[topic] = seq
-        await self.sock.send_multipart([topic.encode(), encode(self.src, self.epoch, seq, model)])
-        cls = topic_class(topic)
-        self.stats.published[cls] = self.stats.published.get(cls, 0) + 1
+        return [topic.encode(), encode(self.src, self.epoch, seq, model)]
 
     def close(self) -> None:
         self.sock.close(linger=LINGER_MS)
 
 
-class Subscriber:
-    """SUB socket at the proxy; counts gaps in each publisher's sequence as drops."""
+class Publisher(_Sender):
+    """PUB socket connected to the proxy. Lossy under overload (HWM), by design."""
 
-    def __init__(
-        self, ctx: zmq.asyncio.Context, paths: RuntimePaths, prefixes: list[str], stats: BusStats
-    ):
-        self.sock = ctx.socket(zmq.SUB)
-        configure(self.sock)
-        for prefix in prefixes:
-            self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        self.sock.connect(ipc(paths.bus_out))
+    def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, src: str, stats: BusStats):
+        sock = ctx.socket(zmq.PUB)
+        configure(sock)
+        sock.connect(ipc(paths.bus_in))
+        super().__init__(sock, src, stats)
+
+    async def publish(self, topic: str, model: BaseModel) -> None:
+        await self.sock.send_multipart(self._frames(topic, model))  # type: ignore[misc]
+        cls = topic_class(topic)
+        self.stats.published[cls] = self.stats.published.get(cls, 0) + 1
+
+
+class StorePusher(_Sender):
+    """What must reach the database goes to the recorder on this PUSH socket, not the bus.
+
+    A connecting PUSH socket keeps queueing (up to ``STORE_HWM`` messages) while the
+    recorder is away, e.g. restarting after a crash, and delivers when it is back; only
+    what the recorder had received but not committed is lost. A full queue drops the
+    message and counts it; sending never blocks the caller.
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, src: str, stats: BusStats):
+        # A plain (not asyncio) socket on the same context: a non-blocking send that finds
+        # the queue full must raise at once, not park the exception in a future.
+        sock: zmq.Socket[bytes] = zmq.Context.shadow(ctx.underlying).socket(zmq.PUSH)
+        configure(sock, hwm=STORE_HWM)
+        sock.connect(ipc(paths.store))
+        super().__init__(sock, src, stats)
+
+    def push(self, topic: str, model: BaseModel) -> None:
+        try:
+            self.sock.send_multipart(self._frames(topic, model), flags=zmq.NOBLOCK)
+            self.stats.store_sent += 1
+        except zmq.Again:
+            self.stats.store_dropped += 1
+
+
+class _Receiver:
+    """Receives [topic, envelope] frames; counts gaps in each sender's numbering as drops."""
+
+    def __init__(self, sock: zmq.asyncio.Socket, stats: BusStats):
+        self.sock = sock
         self.stats = stats
         self._last: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -195,6 +232,31 @@ class Subscriber:
 
     def close(self) -> None:
         self.sock.close(linger=LINGER_MS)
+
+
+class Subscriber(_Receiver):
+    """SUB socket at the proxy, subscribed to topic prefixes."""
+
+    def __init__(
+        self, ctx: zmq.asyncio.Context, paths: RuntimePaths, prefixes: list[str], stats: BusStats
+    ):
+        sock = ctx.socket(zmq.SUB)
+        configure(sock)
+        for prefix in prefixes:
+            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        sock.connect(ipc(paths.bus_out))
+        super().__init__(sock, stats)
+
+
+class StorePuller(_Receiver):
+    """The recorder's end of the store channel (it binds; senders connect)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, stats: BusStats):
+        sock = ctx.socket(zmq.PULL)
+        configure(sock, hwm=STORE_HWM)
+        paths.store.unlink(missing_ok=True)  # left by a recorder killed with -9
+        sock.bind(ipc(paths.store))
+        super().__init__(sock, stats)
 
 
 class BusProxy:

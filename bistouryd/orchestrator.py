@@ -188,9 +188,7 @@ class Orchestrator:
             self.request_shutdown(ShutdownRequest("internal error", code=DAEMON_EXIT_FAILURE))
 
     def _open_sockets(self) -> None:
-        remove_stale(
-            [self.paths.control, self.paths.bus_in, self.paths.bus_out, self.paths.supervision]
-        )
+        remove_stale(self.paths.sockets())
         self.sync_ctx: zmq.Context[Any] = zmq.Context()
         self.ctx = zmq.asyncio.Context()
         self.proxy = BusProxy(self.sync_ctx, self.paths)
@@ -279,9 +277,7 @@ class Orchestrator:
         self.metrics.close()
         self.ctx.term()
         self.sync_ctx.term()
-        remove_stale(
-            [self.paths.control, self.paths.bus_in, self.paths.bus_out, self.paths.supervision]
-        )
+        remove_stale(self.paths.sockets())
         log.info("bistouryd stopped")
         return request.code
 

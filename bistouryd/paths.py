@@ -18,6 +18,7 @@ CONTROL_SOCKET = "control.sock"
 BUS_IN_SOCKET = "bus-in.sock"
 BUS_OUT_SOCKET = "bus-out.sock"
 SUPERVISION_SOCKET = "agents.sock"
+STORE_SOCKET = "store.sock"
 LOCK_FILE = "bistouryd.lock"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
@@ -117,13 +118,19 @@ class RuntimePaths:
         return self.root / SUPERVISION_SOCKET
 
     @property
+    def store(self) -> Path:
+        return self.root / STORE_SOCKET
+
+    @property
     def lock(self) -> Path:
         return self.root / LOCK_FILE
 
+    def sockets(self) -> list[Path]:
+        return [self.control, self.bus_in, self.bus_out, self.supervision, self.store]
+
     def too_long(self) -> list[Path]:
         """Socket paths the kernel would refuse (``sun_path`` holds 107 bytes)."""
-        sockets = (self.control, self.bus_in, self.bus_out, self.supervision)
-        return [p for p in sockets if len(os.fsencode(p)) > MAX_IPC_PATH]
+        return [p for p in self.sockets() if len(os.fsencode(p)) > MAX_IPC_PATH]
 
 
 def ipc(path: Path) -> str:

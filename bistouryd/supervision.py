@@ -123,6 +123,22 @@ def bus_samples(stats: BusStats) -> list[MetricSample]:
     )
     out.append(
         sample(
+            "bistoury_store_sent_total",
+            "counter",
+            "Messages sent to the recorder on the store channel",
+            stats.store_sent,
+        )
+    )
+    out.append(
+        sample(
+            "bistoury_store_dropped_total",
+            "counter",
+            "Messages for the recorder dropped because its queue was full",
+            stats.store_dropped,
+        )
+    )
+    out.append(
+        sample(
             "bistoury_bus_invalid_total",
             "counter",
             "Malformed bus messages skipped by subscribers",

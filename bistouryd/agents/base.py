@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 from pydantic import BaseModel, ValidationError
 
-from bistouryd.bus import CONTROL_HWM, BusStats, Publisher, Subscriber, configure
+from bistouryd.bus import CONTROL_HWM, BusStats, Publisher, StorePusher, Subscriber, configure
 from bistouryd.config import Config, Secrets
 from bistouryd.events import SysEvent
 from bistouryd.logs import RedactFilter, level_number
@@ -99,6 +99,7 @@ class Agent:
         self._failed: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publisher: Publisher | None = None
+        self._store: StorePusher | None = None
         self._subscribers: list[Subscriber] = []
         self._logs: deque[LogRecord] = deque(maxlen=LOG_QUEUE_MAX)
         self._logs_wake = asyncio.Event()
@@ -135,6 +136,13 @@ class Agent:
         return list(self.collect_pairs or self.config.trading.pairs)
 
     # ---- services ----------------------------------------------------------------
+
+    @property
+    def store(self) -> StorePusher:
+        """The channel to the recorder for everything that must be written to the database."""
+        if self._store is None:
+            self._store = StorePusher(self.ctx, self.paths, self.name, self.bus_stats)
+        return self._store
 
     @property
     def publisher(self) -> Publisher:
@@ -326,8 +334,9 @@ class Agent:
                 return
 
     def _close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
+        for sender in (self._publisher, self._store):
+            if sender is not None:
+                sender.close()
         for sub in self._subscribers:
             sub.close()
         self._dealer.close(linger=500)

@@ -50,7 +50,7 @@ from bistouryd.supervision import MetricSample, sample
 log = logging.getLogger(__name__)
 
 COLLECTING_MODES = ("collect", "paper-live", "live")
-CONNECT_TIMEOUT_S = 15.0
+FIRST_DATA_MIN_WAIT_S = 2.0
 WATCH_EVERY_S = 0.25
 ALERT_EVERY_S = 60.0
 
@@ -85,6 +85,10 @@ class CollectorAgent(Agent):
         self.dropped = 0
         self.parse_errors = 0
         self.connected_since: float | None = None
+        # The first bar each (coin, interval) stream delivered on the current connection:
+        # a backfill must not replace it, or anything newer, with an older REST copy.
+        self.live_first_open: dict[tuple[str, str], int] = {}
+        self._data_on_connection = False
         self.last_frame_mono = 0.0
         self._last_alert = 0.0
         self._last_heartbeat_mono = time.monotonic()
@@ -152,12 +156,14 @@ class CollectorAgent(Agent):
         self.subscribed = set()
         self.connected_since = None
         seen_before = self.cursor.snapshot()
+        self.live_first_open = {}
+        self._data_on_connection = False
         try:
             feed.start()
             self._sync_subscriptions()
             self.last_frame_mono = time.monotonic()
             if not await self._wait_first_data(closed):
-                return "no data within the connection timeout"
+                return "no market data on the new connection"
             self.connected_since = time.monotonic()
             log.info("connected to %s; collecting %s", url, ", ".join(self.pairs))
             await self._backfill_candles(list(self.subscribed), seen_before)
@@ -168,8 +174,12 @@ class CollectorAgent(Agent):
             await asyncio.to_thread(feed.close)
 
     async def _wait_first_data(self, closed: asyncio.Event) -> bool:
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while self.clock.now_ms() is None or not self.channels:
+        """Wait for market data on this connection: the exchange's clock then comes from
+        fresh data, so the backfill reaches up to what the websocket now delivers."""
+        deadline = time.monotonic() + max(
+            self.config.collector.stale_after_s, FIRST_DATA_MIN_WAIT_S
+        )
+        while not self._data_on_connection:
             if closed.is_set() or time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.05)
@@ -224,10 +234,7 @@ class CollectorAgent(Agent):
             coin=_request_coin(request),
             text=text,
         )
-        self.loop.call_soon_threadsafe(self._publish_soon, raw)
-
-    def _publish_soon(self, model: RawMessage) -> None:
-        self.spawn(self.publisher.publish(model.topic, model), "publish-rest")
+        self.loop.call_soon_threadsafe(self.store.push, raw.topic, raw)
 
     async def _process_frames(self) -> None:
         while True:
@@ -244,7 +251,7 @@ class CollectorAgent(Agent):
             raw = RawMessage(
                 received_ts_ms=received_ms, source="ws", channel=channel, coin=coin, text=text
             )
-            await self.publisher.publish(raw.topic, raw)
+            self.store.push(raw.topic, raw)
             if not isinstance(msg, dict):
                 continue
             try:
@@ -255,6 +262,9 @@ class CollectorAgent(Agent):
                 log.warning("skipped a malformed %s message: %s", channel, exc)
                 continue
             for event in events:
+                self._data_on_connection = True
+                if isinstance(event, Candle):
+                    self.live_first_open.setdefault((event.coin, event.interval), event.open_ts_ms)
                 await self._publish_event(event)
 
     async def _publish_event(self, event: MarketEvent) -> None:
@@ -273,6 +283,7 @@ class CollectorAgent(Agent):
         stream = self.channels.setdefault(key, _Channel())
         stream.messages += 1
         stream.last_wall_s = time.time()
+        self.store.push(event.topic, event)
         await self.publisher.publish(event.topic, event)
 
     # ---- REST: candle backfill and funding ------------------------------------------
@@ -307,6 +318,9 @@ class CollectorAgent(Agent):
                     self.parse_errors += 1
                     log.warning("skipped a malformed backfilled candle: %s", exc)
                     continue
+                live = self.live_first_open.get((candle.coin, candle.interval))
+                if live is not None and candle.open_ts_ms >= live:
+                    continue  # the websocket has this bar, and newer values of it
                 new += seen.observe(candle)
                 await self._publish_event(candle)
             self.backfilled += new

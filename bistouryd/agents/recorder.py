@@ -22,6 +22,7 @@ import duckdb
 from pydantic import BaseModel
 
 from bistouryd.agents.base import Agent, run
+from bistouryd.bus import StorePuller
 from bistouryd.events import SysEvent
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
 from bistouryd.storage.db import open_db
@@ -72,7 +73,7 @@ class RecorderAgent(Agent):
             "bistoury_recorder_batch_seconds", "Time to write one batch", BATCH_SECONDS_BOUNDS
         )
         self.sizes: dict[str, int] = {}
-        self.market = self.subscribe(["md.", "raw."])
+        self.incoming = StorePuller(self.ctx, self.paths, self.bus_stats)
         log.info("recording to %s", self.db_path)
         self.spawn(self._receive_market(), "market-data")
         self.spawn(self._flusher(), "flusher")
@@ -104,7 +105,7 @@ class RecorderAgent(Agent):
     async def _receive_market(self) -> None:
         limit = self.config.storage.batch_max_rows
         while True:
-            _, envelope = await self.market.recv()
+            _, envelope = await self.incoming.recv()
             if isinstance(envelope.body, STORABLE):
                 self.queue.offer(envelope.body, _now_ms())
             if self.queue.rows >= limit:
@@ -212,6 +213,7 @@ class RecorderAgent(Agent):
             await asyncio.sleep(SIZES_EVERY_S)
 
     async def stop(self) -> None:
+        self.incoming.close()
         await self._flush(everything=True)
         self.con.close()
 
