@@ -32,7 +32,11 @@ SCHEMA_VERSION = 1
 
 # High-water marks: how many messages a socket queues before PUB/SUB starts dropping.
 BUS_HWM = 100_000
+# The store channel buffers at the sender, where a recorder crash cannot lose it: the
+# recorder takes only a little at a time (STORE_RECEIVE_HWM) and stops reading while its
+# own queue is full.
 STORE_HWM = 100_000
+STORE_RECEIVE_HWM = 1_000
 CONTROL_HWM = 1_000
 LINGER_MS = 0
 
@@ -253,7 +257,7 @@ class StorePuller(_Receiver):
 
     def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, stats: BusStats):
         sock = ctx.socket(zmq.PULL)
-        configure(sock, hwm=STORE_HWM)
+        configure(sock, hwm=STORE_RECEIVE_HWM)
         paths.store.unlink(missing_ok=True)  # left by a recorder killed with -9
         sock.bind(ipc(paths.store))
         super().__init__(sock, stats)

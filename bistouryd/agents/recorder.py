@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage)
 SIZES_EVERY_S = 10.0
+BACKLOG_BATCHES = 2  # batches queued here before the recorder stops taking more
 RETRY_AFTER_S = 1.0
 BATCH_SECONDS_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -67,6 +68,7 @@ class RecorderAgent(Agent):
         self.queue = BatchQueue.from_config(storage)
         self._events: list[SysEvent] = []
         self._due = asyncio.Event()
+        self._written = asyncio.Event()
         self.totals = WriteResult()
         self.failed_batches = 0
         self.batch_seconds = Histogram(
@@ -103,8 +105,14 @@ class RecorderAgent(Agent):
     # ---- writing ---------------------------------------------------------------------
 
     async def _receive_market(self) -> None:
-        limit = self.config.storage.batch_max_rows
+        """Take what senders queued for us, but only while our own queue has room: the
+        rest waits in the senders' store channel, where a crash of ours cannot lose it."""
         while True:
+            limit = self.config.storage.batch_max_rows
+            while self.queue.rows >= BACKLOG_BATCHES * limit:
+                self._due.set()
+                self._written.clear()
+                await self._written.wait()
             _, envelope = await self.incoming.recv()
             if isinstance(envelope.body, STORABLE):
                 self.queue.offer(envelope.body, _now_ms())
@@ -144,6 +152,7 @@ class RecorderAgent(Agent):
                 await asyncio.sleep(RETRY_AFTER_S)
                 return
             self.totals.add(result)
+            self._written.set()
             self.batch_seconds.observe(result.seconds)
             if result.rejected_samples:
                 log.warning(

@@ -229,21 +229,27 @@ def test_killing_the_recorder_mid_stream_loses_at_most_its_unwritten_batch(
     collecting(d, at_least=30)
     recorder = next(a for a in d.status()["agents"] if a["name"] == "recorder")
     os.kill(recorder["pid"], signal.SIGKILL)
+    killed_ms = time.time_ns() // 1_000_000
     wait_for(
         lambda: next(a for a in d.status()["agents"] if a["name"] == "recorder")["alive"],
         10,
         "the recorder to be back",
     )
+    back_ms = time.time_ns() // 1_000_000
     collecting(d, at_least=60)
     con = stop_and_open(d, sim)
-    served = [f.text for f in sim.sent_frames()]
+    frames = sim.sent_frames()
     stored = {
         r[0] for r in con.execute("SELECT text FROM raw_messages WHERE source = 'ws'").fetchall()
     }
-    lost = [t for t in served if t not in stored]
-    # What the collector sent while the recorder was down waited in the store channel;
-    # only what the killed recorder had received and not yet committed is gone: at most
-    # one batch window (batch_max_ms: 50 at about 200 frames/s here, so a few dozen).
-    assert len(lost) < 100, f"{len(lost)} of {len(served)} frames lost"
+    # Everything sent once the recorder was dead, including while it was restarting,
+    # waited in the store channel and is there ...
+    during = [f for f in frames if killed_ms + 100 < f.wall_ts_ms < back_ms]
+    after_kill = [f for f in frames if f.wall_ts_ms > killed_ms + 100]
+    assert during, "the test needs frames sent while the recorder was down"
+    assert [f.seq for f in after_kill if f.text not in stored] == []
+    # ... and what is lost is what the killed recorder had taken and not yet committed.
+    lost = [f for f in frames if f.text not in stored]
+    assert all(f.wall_ts_ms <= killed_ms + 100 for f in lost)
     assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] >= 2
     assert missing_minutes(con, "BTC") == 0

@@ -79,7 +79,14 @@ def test_carried_counters_keep_labels_apart() -> None:
 
 
 def test_bus_samples() -> None:
-    stats = BusStats(published={"sys": 2, "md": 9}, received=5, dropped=1, invalid=3)
+    stats = BusStats(
+        published={"sys": 2, "md": 9},
+        received=5,
+        dropped=1,
+        invalid=3,
+        store_sent=7,
+        store_dropped=2,
+    )
     got = {(s.name, tuple(s.labels.items())): (s.kind, s.value) for s in bus_samples(stats)}
     assert got == {
         ("bistoury_bus_messages_total", (("topic_class", "md"),)): ("counter", 9),
@@ -87,6 +94,8 @@ def test_bus_samples() -> None:
         ("bistoury_bus_received_total", ()): ("counter", 5),
         ("bistoury_bus_dropped_total", ()): ("counter", 1),
         ("bistoury_bus_invalid_total", ()): ("counter", 3),
+        ("bistoury_store_sent_total", ()): ("counter", 7),
+        ("bistoury_store_dropped_total", ()): ("counter", 2),
     }
 
 
