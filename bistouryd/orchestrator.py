@@ -534,6 +534,7 @@ class Orchestrator:
             backfilled_candles=int(total("bistoury_md_backfilled_candles_total", samples)),
             dropped=int(
                 total("bistoury_md_dropped_total", samples)
+                + total("bistoury_store_dropped_total", samples)
                 + total("bistoury_recorder_dropped_total", stored)
             ),
             storage_bytes={

@@ -253,3 +253,65 @@ def test_killing_the_recorder_mid_stream_loses_at_most_its_unwritten_batch(
     assert all(f.wall_ts_ms <= killed_ms + 100 for f in lost)
     assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] >= 2
     assert missing_minutes(con, "BTC") == 0
+
+
+def test_pause_and_resume_collection(make_daemon: MakeDaemon, sim: SimExchange) -> None:
+    d = make_daemon(config=collect_config(sim.url)).start()
+    assert d.ctl("collect", "--pairs", "BTC").returncode == 0
+    collecting(d)
+    assert d.ctl("pause", "collect").returncode == 0
+    wait_for(lambda: not d.status()["collection"]["connected"], 10, "the collector to disconnect")
+    paused_at = stream(d, "BTC", "l2Book")["messages"]
+    time.sleep(1.5)
+    assert stream(d, "BTC", "l2Book")["messages"] == paused_at
+    assert d.ctl("resume", "collect").returncode == 0
+    collecting(d, at_least=paused_at + 10)
+    assert d.status()["collection"]["ws_reconnects"] == 0  # a pause is not a failure
+
+
+def test_reload_adds_and_removes_pairs_without_restarting_the_collector(
+    make_daemon: MakeDaemon, sim: SimExchange
+) -> None:
+    d = make_daemon(config=collect_config(sim.url) + "trading:\n  pairs: [BTC]\n").start()
+    assert d.ctl("collect").returncode == 0  # no --pairs: trading.pairs from the config
+    collecting(d, "BTC")
+    collector = next(a for a in d.status()["agents"] if a["name"] == "collector")
+    d.config.write_text(collect_config(sim.url) + "trading:\n  pairs: [ETH]\n")
+    assert d.ctl("reload").returncode == 0
+    collecting(d, "ETH")
+    btc = stream(d, "BTC", "l2Book")["messages"]
+    time.sleep(1.5)
+    assert stream(d, "BTC", "l2Book")["messages"] == btc  # unsubscribed
+    after = next(a for a in d.status()["agents"] if a["name"] == "collector")
+    assert (after["pid"], after["restarts"]) == (collector["pid"], 0)
+    assert d.status()["collection"]["ws_reconnects"] == 0
+
+
+def test_retention_moves_old_rows_to_parquet_and_queries_still_see_them(
+    make_daemon: MakeDaemon, sim: SimExchange
+) -> None:
+    # The replayed market is from 2025: with one day of retention every book and trade is
+    # old enough to move at the first retention run (the shortest interval is 10 s).
+    retention = (
+        "storage:\n  batch_max_ms: 50\n  retention_interval_s: 10\n"
+        "  retention:\n    l2_snapshots: 1\n    trades: 1\n"
+    )
+    config = collect_config(sim.url).replace("storage:\n  batch_max_ms: 50\n", retention)
+    d = make_daemon(config=config).start()
+    assert d.ctl("collect", "--pairs", "BTC").returncode == 0
+    collecting(d)
+    wait_for(
+        lambda: d.status()["collection"]["storage_bytes"].get("parquet", 0) > 0,
+        30,
+        "rows to move to Parquet",
+    )
+    con = stop_and_open(d, sim)
+    served = [json.loads(f.text) for f in sim.sent_frames() if f.text.startswith("{")]
+    books = {(m["data"]["coin"], m["data"]["time"]) for m in served if m.get("channel") == "l2Book"}
+    in_parquet = (
+        con.execute("SELECT count(*) FROM l2_snapshots_all").fetchone()[0]
+        - con.execute("SELECT count(*) FROM l2_snapshots").fetchone()[0]
+    )
+    assert in_parquet > 0
+    assert con.execute("SELECT count(*) FROM l2_snapshots_all").fetchone()[0] == len(books)
+    assert list((d.state / "parquet").rglob("*.parquet"))
