@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from bistouryctl.commands import daemon, data, setup
+from bistouryctl.commands import daemon, data, setup, sim
 from bistouryctl.commands.common import run_command
 from bistouryd import __version__
 from bistouryd.protocol import EXIT_USAGE
@@ -48,10 +48,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     daemon.register(sub, common)
     setup.register(sub, common)
     data.register(sub, common)
+    sim.register(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["sim"]:  # argparse would take the simulator's own options (--help...)
+        sys.exit(sim.sim(argparse.Namespace(sim_args=words[1:])))
     prog = os.path.basename(sys.argv[0]) if argv is None else "bistouryctl"
     parser = build_parser(prog if prog in ("bistoury", "bistouryctl") else "bistouryctl")
     args = parser.parse_args(argv)
