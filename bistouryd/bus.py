@@ -163,18 +163,27 @@ class _Sender:
 
 
 class Publisher(_Sender):
-    """PUB socket connected to the proxy. Lossy under overload (HWM), by design."""
+    """PUB socket connected to the proxy. Lossy under overload (HWM), by design.
+
+    A PUB socket never blocks (at its high-water mark it drops), so sending is a plain
+    non-blocking call on a plain socket: going through asyncio futures for each message
+    would only add latency and CPU on the hottest path.
+    """
 
     def __init__(self, ctx: zmq.asyncio.Context, paths: RuntimePaths, src: str, stats: BusStats):
-        sock = ctx.socket(zmq.PUB)
+        sock: zmq.Socket[bytes] = zmq.Context.shadow(ctx.underlying).socket(zmq.PUB)
         configure(sock)
         sock.connect(ipc(paths.bus_in))
         super().__init__(sock, src, stats)
 
-    async def publish(self, topic: str, model: BaseModel) -> None:
-        await self.sock.send_multipart(self._frames(topic, model))  # type: ignore[misc]
+    def send(self, topic: str, model: BaseModel) -> None:
+        self.sock.send_multipart(self._frames(topic, model), flags=zmq.NOBLOCK)
         cls = topic_class(topic)
         self.stats.published[cls] = self.stats.published.get(cls, 0) + 1
+
+    async def publish(self, topic: str, model: BaseModel) -> None:
+        """``send`` for coroutines that prefer to await."""
+        self.send(topic, model)
 
 
 class StorePusher(_Sender):

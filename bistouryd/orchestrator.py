@@ -366,7 +366,7 @@ class Orchestrator:
             self.last_error = event.message
         self.outbox.add(event)
         if self.publisher is not None:
-            self._spawn_task(self.publisher.publish(event.topic, event))
+            self.publisher.send(event.topic, event)
 
     async def _flush_outbox(self) -> None:
         recorder = self.sup.handles.get("recorder")

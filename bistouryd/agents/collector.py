@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 COLLECTING_MODES = ("collect", "paper-live", "live")
 FIRST_DATA_MIN_WAIT_S = 2.0
 WATCH_EVERY_S = 0.25
+YIELD_EVERY = 200
 ALERT_EVERY_S = 60.0
 
 
@@ -71,9 +73,10 @@ class CollectorAgent(Agent):
     async def start(self) -> None:
         logging.getLogger("websocket").setLevel(logging.WARNING)  # it logs every connect at INFO
         self.loop = asyncio.get_running_loop()
-        self.frames: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(
-            self.config.collector.queue_max
-        )
+        # Frames from the SDK's websocket thread; deque appends and pops are thread-safe.
+        self.inbox: deque[tuple[int, str]] = deque()
+        self._inbox_ready = asyncio.Event()
+        self._wake_pending = False
         self.clock = ExchangeClock()
         self.cursor = CandleCursor()
         self.channels: dict[tuple[str, str], _Channel] = {}
@@ -218,13 +221,14 @@ class CollectorAgent(Agent):
     # ---- incoming data (called on the SDK's threads: hand over only) -------------------
 
     def _on_frame(self, received_ms: int, text: str) -> None:
-        self.loop.call_soon_threadsafe(self._enqueue, received_ms, text)
-
-    def _enqueue(self, received_ms: int, text: str) -> None:
-        try:
-            self.frames.put_nowait((received_ms, text))
-        except asyncio.QueueFull:
+        """On the SDK's thread: queue the frame; wake the loop only if it is not awake."""
+        if len(self.inbox) >= self.config.collector.queue_max:
             self.dropped += 1
+            return
+        self.inbox.append((received_ms, text))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self._inbox_ready.set)
 
     def _on_rest(self, received_ms: int, request: dict[str, Any], text: str) -> None:
         raw = RawMessage(
@@ -237,37 +241,45 @@ class CollectorAgent(Agent):
         self.loop.call_soon_threadsafe(self.store.push, raw.topic, raw)
 
     async def _process_frames(self) -> None:
+        """Drain the inbox in one go per wake-up (a burst costs one loop iteration)."""
         while True:
-            item = await self.frames.get()
-            if item is None:
-                return
-            received_ms, text = item
-            self.last_frame_mono = time.monotonic()
-            try:
-                msg = json.loads(text)
-            except ValueError:
-                msg = None
-            channel, coin = ws_channel_coin(msg) if isinstance(msg, dict) else ("text", None)
-            raw = RawMessage(
-                received_ts_ms=received_ms, source="ws", channel=channel, coin=coin, text=text
-            )
-            self.store.push(raw.topic, raw)
-            if not isinstance(msg, dict):
-                continue
-            try:
-                # activeAssetCtx has no time stamp: give it the exchange's time, not ours.
-                events = parse_ws_message(msg, self.clock.now_ms() or received_ms)
-            except MarketDataError as exc:
-                self.parse_errors += 1
-                log.warning("skipped a malformed %s message: %s", channel, exc)
-                continue
-            for event in events:
-                self._data_on_connection = True
-                if isinstance(event, Candle):
-                    self.live_first_open.setdefault((event.coin, event.interval), event.open_ts_ms)
-                await self._publish_event(event)
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            self._wake_pending = False
+            done = 0
+            while self.inbox:
+                self._handle_frame(*self.inbox.popleft())
+                done += 1
+                if done % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let heartbeats and control through
 
-    async def _publish_event(self, event: MarketEvent) -> None:
+    def _handle_frame(self, received_ms: int, text: str) -> None:
+        self.last_frame_mono = time.monotonic()
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        channel, coin = ws_channel_coin(msg) if isinstance(msg, dict) else ("text", None)
+        raw = RawMessage(
+            received_ts_ms=received_ms, source="ws", channel=channel, coin=coin, text=text
+        )
+        self.store.push(raw.topic, raw)
+        if not isinstance(msg, dict):
+            return
+        try:
+            # activeAssetCtx has no time stamp: give it the exchange's time, not ours.
+            events = parse_ws_message(msg, self.clock.now_ms() or received_ms)
+        except MarketDataError as exc:
+            self.parse_errors += 1
+            log.warning("skipped a malformed %s message: %s", channel, exc)
+            return
+        for event in events:
+            self._data_on_connection = True
+            if isinstance(event, Candle):
+                self.live_first_open.setdefault((event.coin, event.interval), event.open_ts_ms)
+            self._publish_event(event)
+
+    def _publish_event(self, event: MarketEvent) -> None:
         if isinstance(event, Candle):
             self.cursor.observe(event)
             self.clock.observe(event.open_ts_ms)
@@ -284,7 +296,7 @@ class CollectorAgent(Agent):
         stream.messages += 1
         stream.last_wall_s = time.time()
         self.store.push(event.topic, event)
-        await self.publisher.publish(event.topic, event)
+        self.publisher.send(event.topic, event)
 
     # ---- REST: candle backfill and funding ------------------------------------------
 
@@ -322,7 +334,7 @@ class CollectorAgent(Agent):
                 if live is not None and candle.open_ts_ms >= live:
                     continue  # the websocket has this bar, and newer values of it
                 new += seen.observe(candle)
-                await self._publish_event(candle)
+                self._publish_event(candle)
             self.backfilled += new
             if new:
                 log.info("backfilled %d %s %s candles", new, sub.coin, sub.interval)
@@ -349,7 +361,7 @@ class CollectorAgent(Agent):
                         self._funding_since[coin] = max(
                             self._funding_since.get(coin, 0), rate.ts_ms + 1
                         )
-                        await self._publish_event(rate)
+                        self._publish_event(rate)
                 await asyncio.sleep(self.config.collector.funding_poll_s)
             else:
                 await asyncio.sleep(0.5)
