@@ -317,3 +317,26 @@ def test_retention_moves_old_rows_to_parquet_and_queries_still_see_them(
     assert in_parquet > 0
     assert con.execute("SELECT count(*) FROM l2_snapshots_all").fetchone()[0] == len(books)
     assert list((d.state / "parquet").rglob("*.parquet"))
+
+
+def test_killing_the_whole_daemon_while_writing_leaves_a_usable_database(
+    make_daemon: MakeDaemon, sim: SimExchange
+) -> None:
+    from bistouryd.storage.db import open_db, schema_version
+
+    sim.set_speed(60.0)
+    d = make_daemon(config=collect_config(sim.url)).start()
+    assert d.ctl("collect", "--pairs", "BTC,ETH").returncode == 0
+    collecting(d, at_least=50)
+    d.kill_all()  # SIGKILL to the orchestrator and every agent at once, mid-stream
+    assert d.processes() == []
+    con = open_db(d.state / "bistoury.duckdb")  # opens read-write, replays its WAL
+    try:
+        assert schema_version(con) >= 2
+        for table in ("raw_messages", "l2_snapshots", "candles", "sys_events"):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
+    finally:
+        con.close()
+    d.start()  # and the daemon starts again on it
+    assert d.ctl("collect", "--pairs", "BTC").returncode == 0
+    collecting(d, at_least=5)
