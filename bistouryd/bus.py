@@ -14,7 +14,6 @@ queueing while the recorder restarts.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import zmq
 import zmq.asyncio
 from pydantic import BaseModel, ConfigDict
@@ -83,11 +83,11 @@ class BusError(ValueError):
 
 def encode(src: str, epoch: int, seq: int, model: BaseModel) -> bytes:
     """The envelope JSON. The body is serialised once by pydantic and spliced in; the
-    header is formatted directly (a ``json.dumps`` per message would cost more than the
+    header is formatted directly (a JSON encoder per message would cost more than the
     body)."""
     return b'{"v":%d,"src":%s,"epoch":%d,"seq":%d,"ts_ms":%d,"kind":"%s","body":%s}' % (
         SCHEMA_VERSION,
-        json.dumps(src).encode(),
+        orjson.dumps(src),
         epoch,
         seq,
         time.time_ns() // 1_000_000,
@@ -105,7 +105,7 @@ def decode(data: bytes) -> Envelope:
     split = data.find(_BODY)
     fast = split > 0 and data.endswith(b"}")
     try:
-        raw = json.loads(data[:split] + b"}") if fast else json.loads(data)
+        raw = orjson.loads(data[:split] + b"}") if fast else orjson.loads(data)
         if not isinstance(raw, dict):
             raise BusError("not a bus envelope")
         if raw.get("v") != SCHEMA_VERSION:

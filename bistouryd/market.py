@@ -260,19 +260,31 @@ def parse_candle(d: Mapping[str, Any]) -> Candle:
 
 
 def parse_l2book(d: Mapping[str, Any]) -> L2Book:
-    """``{"coin","time","levels":[[bids],[asks]]}``, as REST ``l2Book`` and the websocket."""
+    """``{"coin","time","levels":[[bids],[asks]]}``, as REST ``l2Book`` and the websocket.
+
+    The most frequent message of all, so it is built in one pass per side and without a
+    second validation: the columns have equal lengths by construction and every number
+    went through ``float``/``int`` (anything else raises ``MarketDataError``).
+    """
 
     def build() -> L2Book:
         bids, asks = d["levels"]
-        return L2Book(
-            coin=d["coin"],
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for side, levels in ((0, bids), (3, asks)):
+            px, sz, n = columns[side], columns[side + 1], columns[side + 2]
+            for lv in levels:
+                px.append(float(lv["px"]))
+                sz.append(float(lv["sz"]))
+                n.append(int(lv.get("n", 0)))
+        return L2Book.model_construct(
+            coin=str(d["coin"]),
             ts_ms=int(d["time"]),
-            bid_px=[float(lv["px"]) for lv in bids],
-            bid_sz=[float(lv["sz"]) for lv in bids],
-            bid_n=[int(lv.get("n", 0)) for lv in bids],
-            ask_px=[float(lv["px"]) for lv in asks],
-            ask_sz=[float(lv["sz"]) for lv in asks],
-            ask_n=[int(lv.get("n", 0)) for lv in asks],
+            bid_px=columns[0],
+            bid_sz=columns[1],
+            bid_n=columns[2],
+            ask_px=columns[3],
+            ask_sz=columns[4],
+            ask_n=columns[5],
         )
 
     return _wrap("l2Book", build)

@@ -16,13 +16,14 @@ collection is paused; pairs come from ``trading.pairs`` or from ``bistoury colle
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from bistouryd.agents.base import Agent, run
 from bistouryd.events import SysEvent
@@ -256,8 +257,8 @@ class CollectorAgent(Agent):
     def _handle_frame(self, received_ms: int, text: str) -> None:
         self.last_frame_mono = time.monotonic()
         try:
-            msg = json.loads(text)
-        except ValueError:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
             msg = None
         channel, coin = ws_channel_coin(msg) if isinstance(msg, dict) else ("text", None)
         raw = RawMessage(
