@@ -55,6 +55,7 @@ COLLECTING_MODES = ("collect", "paper-live", "live")
 FIRST_DATA_MIN_WAIT_S = 2.0
 WATCH_EVERY_S = 0.25
 YIELD_EVERY = 200
+HEALTHY_AFTER_S = 60.0
 ALERT_EVERY_S = 60.0
 
 
@@ -89,6 +90,7 @@ class CollectorAgent(Agent):
         self.dropped = 0
         self.parse_errors = 0
         self.connected_since: float | None = None
+        self.last_connection_s = 0.0
         # The first bar each (coin, interval) stream delivered on the current connection:
         # a backfill must not replace it, or anything newer, with an older REST copy.
         self.live_first_open: dict[tuple[str, str], int] = {}
@@ -128,24 +130,27 @@ class CollectorAgent(Agent):
                 self.changed.clear()
                 continue
             reason = await self._one_connection()
-            if reason is None:  # closed on purpose (inactive, or the exchange URL changed)
-                backoff_s = 1.0
+            if reason is None or self.last_connection_s > HEALTHY_AFTER_S:
+                backoff_s = 1.0  # closed on purpose, or it had been healthy: start over
+            if reason is None:
                 continue
             self.reconnects += 1
+            what = "lost" if self._data_on_connection else "failed"
             await self._alert(
-                f"Connection to HyperLiquid lost: {reason}; reconnecting",
-                "check the network and the exchange status; it retries by itself",
+                f"Connection to HyperLiquid {what}: {reason}; retrying",
+                f"check the network and that {self.config.exchange.api_url} is reachable "
+                "(exchange.network / exchange.base_url); it retries by itself",
             )
             delay = random.uniform(0.5, 1.0) * backoff_s
             backoff_s = min(backoff_s * 2, self.config.collector.reconnect_max_backoff_s)
-            if self.connected_since and time.monotonic() - self.connected_since > 60:
-                backoff_s = 1.0  # it had been healthy for a while: start over
             await asyncio.sleep(delay)
 
     async def _one_connection(self) -> str | None:
         """Run one websocket connection; return why it ended (None: on purpose)."""
         url = self.config.exchange.api_url
         closed = asyncio.Event()
+        self._data_on_connection = False
+        self.last_connection_s = 0.0
 
         def on_closed() -> None:  # on the SDK's thread
             self.loop.call_soon_threadsafe(closed.set)
@@ -161,7 +166,6 @@ class CollectorAgent(Agent):
         self.connected_since = None
         seen_before = self.cursor.snapshot()
         self.live_first_open = {}
-        self._data_on_connection = False
         try:
             feed.start()
             self._sync_subscriptions()
@@ -173,6 +177,8 @@ class CollectorAgent(Agent):
             await self._backfill_candles(list(self.subscribed), seen_before)
             return await self._watch(closed, url)
         finally:
+            if self.connected_since is not None:
+                self.last_connection_s = time.monotonic() - self.connected_since
             self.feed = None
             self.connected_since = None
             await asyncio.to_thread(feed.close)

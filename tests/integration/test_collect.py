@@ -340,3 +340,19 @@ def test_killing_the_whole_daemon_while_writing_leaves_a_usable_database(
     d.start()  # and the daemon starts again on it
     assert d.ctl("collect", "--pairs", "BTC").returncode == 0
     collecting(d, at_least=5)
+
+
+def test_an_unreachable_exchange_is_reported_and_retried(make_daemon: MakeDaemon) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    d = make_daemon(config=collect_config(url)).start()
+    assert d.ctl("collect", "--pairs", "BTC").returncode == 0
+    wait_for(lambda: d.status()["collection"]["ws_reconnects"] >= 2, 20, "retries")
+    alerts = [e["message"] for e in d.events() if e["kind"] == "alert"]
+    assert any(m.startswith("Connection to HyperLiquid failed") and url in m for m in alerts)
+    assert "Traceback" not in d.log_file.read_text()
+    status = d.status()
+    assert status["ready"] and not status["collection"]["connected"]
