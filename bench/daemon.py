@@ -34,10 +34,13 @@ READY_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 20.0
 
 
-def bench_config(dest: Path) -> Path:
-    """etc/config.yaml with the metrics endpoint on a free port."""
+def bench_config(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """etc/config.yaml with the metrics endpoint on a free port, and ``overrides`` (a
+    mapping of sections to the keys they replace, e.g. ``{"exchange": {"network": ...}}``)."""
     config: dict[str, Any] = yaml.safe_load((REPO / "etc" / "config.yaml").read_text()) or {}
     config.setdefault("metrics", {})["port"] = 0
+    for section, values in (overrides or {}).items():
+        config.setdefault(section, {}).update(values)
     path = dest / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -46,7 +49,8 @@ def bench_config(dest: Path) -> Path:
 class Daemon:
     """Context manager: starts bistouryd, and on exit leaves no process and no directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self.overrides = overrides
         self.home = Path(tempfile.mkdtemp(prefix="bistoury-bench-"))
         self.runtime = short_tmpdir()
         self.socket = self.runtime / "control.sock"
@@ -58,9 +62,9 @@ class Daemon:
         cmd = [
             str(BIN / "bistouryd"),
             "--config",
-            str(bench_config(self.home)),
+            str(bench_config(self.home, self.overrides)),
             "--state-dir",
-            str(self.home / "state"),
+            str(self.state),
             "--runtime-dir",
             str(self.runtime),
         ]
@@ -122,6 +126,10 @@ class Daemon:
         if code != 0:
             raise BenchError(f"bistouryd exited with {code} after stop:\n{self.tail()}")
         return time.monotonic() - start
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state"
 
     def tail(self) -> str:
         return tail(self.log)

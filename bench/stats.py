@@ -83,17 +83,25 @@ class Dist:
 
 @dataclass(frozen=True)
 class Aim:
-    """``measured`` (or the ratio, when ``on == "ratio"``) must be below ``below``."""
+    """``measured`` (or the ratio, when ``on == "ratio"``) must be below ``limit``, or at
+    least ``limit`` with ``at_least``; ``text`` replaces the generated description."""
 
-    below: float
+    limit: float
     on: Literal["measured", "ratio"] = "measured"
+    at_least: bool = False
+    text: str = ""
 
     def met(self, measured: float, ratio: float | None) -> bool | None:
         value = ratio if self.on == "ratio" else measured
-        return None if value is None or math.isnan(value) else value < self.below
+        if value is None or math.isnan(value):
+            return None
+        return value >= self.limit if self.at_least else value < self.limit
 
     def describe(self, unit: str) -> str:
-        return f"< {self.below:g}x" if self.on == "ratio" else f"< {self.below:g} {unit}"
+        if self.text:
+            return self.text
+        sign = "≥" if self.at_least else "<"
+        return f"{sign} {self.limit:g}x" if self.on == "ratio" else f"{sign} {self.limit:g} {unit}"
 
 
 @dataclass(frozen=True)

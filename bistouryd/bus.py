@@ -140,7 +140,7 @@ class BusStats:
     dropped: int = 0
     invalid: int = 0
     store_sent: int = 0
-    store_dropped: int = 0
+    store_dropped: dict[str, int] = field(default_factory=dict)
 
 
 class _Sender:
@@ -208,7 +208,8 @@ class StorePusher(_Sender):
             self.sock.send_multipart(self._frames(topic, model), flags=zmq.NOBLOCK)
             self.stats.store_sent += 1
         except zmq.Again:
-            self.stats.store_dropped += 1
+            cls = topic_class(topic)
+            self.stats.store_dropped[cls] = self.stats.store_dropped.get(cls, 0) + 1
 
 
 class _Receiver:

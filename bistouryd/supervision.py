@@ -129,13 +129,15 @@ def bus_samples(stats: BusStats) -> list[MetricSample]:
             stats.store_sent,
         )
     )
-    out.append(
+    out.extend(
         sample(
             "bistoury_store_dropped_total",
             "counter",
             "Messages for the recorder dropped because its queue was full",
-            stats.store_dropped,
+            count,
+            topic_class=cls,
         )
+        for cls, count in sorted(stats.store_dropped.items())
     )
     out.append(
         sample(

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage)
 SIZES_EVERY_S = 10.0
+YIELD_EVERY = 200
 BACKLOG_BATCHES = 2  # batches queued here before the recorder stops taking more
 RETRY_AFTER_S = 1.0
 BATCH_SECONDS_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -107,6 +108,7 @@ class RecorderAgent(Agent):
     async def _receive_market(self) -> None:
         """Take what senders queued for us, but only while our own queue has room: the
         rest waits in the senders' store channel, where a crash of ours cannot lose it."""
+        taken = 0
         while True:
             limit = self.config.storage.batch_max_rows
             while self.queue.rows >= BACKLOG_BATCHES * limit:
@@ -118,6 +120,10 @@ class RecorderAgent(Agent):
                 self.queue.offer(envelope.body, _now_ms())
             if self.queue.rows >= limit:
                 self._due.set()
+            taken += 1
+            if taken % YIELD_EVERY == 0:
+                # A ready socket never suspends ``recv``: let heartbeats and writes run.
+                await asyncio.sleep(0)
 
     async def _flusher(self) -> None:
         while True:

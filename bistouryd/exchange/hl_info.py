@@ -54,8 +54,12 @@ class _RecordingManager(WebsocketManager):  # type: ignore[misc]
         self._on_frame(now_ms(), message)
 
     def run(self) -> None:
+        """The SDK's ``run``, but without websocket-client's pure-Python UTF-8 check of
+        every frame (half the collector's CPU); the text is still decoded as UTF-8, and
+        an invalid frame still fails, in C."""
         try:
-            super().run()
+            self.ping_sender.start()
+            self.ws.run_forever(skip_utf8_validation=True)
         finally:
             self._closed()
 

@@ -85,7 +85,7 @@ def test_bus_samples() -> None:
         dropped=1,
         invalid=3,
         store_sent=7,
-        store_dropped=2,
+        store_dropped={"raw": 2},
     )
     got = {(s.name, tuple(s.labels.items())): (s.kind, s.value) for s in bus_samples(stats)}
     assert got == {
@@ -95,7 +95,7 @@ def test_bus_samples() -> None:
         ("bistoury_bus_dropped_total", ()): ("counter", 1),
         ("bistoury_bus_invalid_total", ()): ("counter", 3),
         ("bistoury_store_sent_total", ()): ("counter", 7),
-        ("bistoury_store_dropped_total", ()): ("counter", 2),
+        ("bistoury_store_dropped_total", (("topic_class", "raw"),)): ("counter", 2),
     }
 
 
