@@ -241,12 +241,16 @@ class Daemon:
         return found
 
     def kill_all(self) -> None:
+        """SIGKILL the daemon and its agents, and wait until every one has exited."""
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 @pytest.fixture

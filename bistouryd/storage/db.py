@@ -113,8 +113,10 @@ def open_db(
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
+            holder = re.search(r"\(PID (\d+)\)", str(exc))
+            who = f"process {holder.group(1)}" if holder else "another process"
             raise StorageError(
-                f"{path} is in use by another process (a running bistouryd?)",
+                f"{path} is in use by {who} (a running bistouryd?)",
                 "ask the daemon through bistouryctl, or stop it first",
             ) from None
         raise StorageError(f"cannot open {path}: {exc}", "check the path and permissions") from None

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -230,11 +231,12 @@ def test_killing_the_recorder_mid_stream_loses_at_most_its_unwritten_batch(
     recorder = next(a for a in d.status()["agents"] if a["name"] == "recorder")
     os.kill(recorder["pid"], signal.SIGKILL)
     killed_ms = time.time_ns() // 1_000_000
-    wait_for(
-        lambda: next(a for a in d.status()["agents"] if a["name"] == "recorder")["alive"],
-        10,
-        "the recorder to be back",
-    )
+
+    def back() -> bool:
+        now = next(a for a in d.status()["agents"] if a["name"] == "recorder")
+        return bool(now["alive"] and now["pid"] != recorder["pid"])
+
+    wait_for(back, 10, "a new recorder process")
     back_ms = time.time_ns() // 1_000_000
     collecting(d, at_least=60)
     con = stop_and_open(d, sim)
@@ -319,10 +321,21 @@ def test_retention_moves_old_rows_to_parquet_and_queries_still_see_them(
     assert list((d.state / "parquet").rglob("*.parquet"))
 
 
+def _try_open(path: Path) -> duckdb.DuckDBPyConnection | None:
+    from bistouryd.storage.db import StorageError, open_db
+
+    try:
+        return open_db(path)
+    except StorageError as exc:
+        if "in use" in exc.message:
+            return None
+        raise
+
+
 def test_killing_the_whole_daemon_while_writing_leaves_a_usable_database(
     make_daemon: MakeDaemon, sim: SimExchange
 ) -> None:
-    from bistouryd.storage.db import open_db, schema_version
+    from bistouryd.storage.db import schema_version
 
     sim.set_speed(60.0)
     d = make_daemon(config=collect_config(sim.url)).start()
@@ -330,7 +343,9 @@ def test_killing_the_whole_daemon_while_writing_leaves_a_usable_database(
     collecting(d, at_least=50)
     d.kill_all()  # SIGKILL to the orchestrator and every agent at once, mid-stream
     assert d.processes() == []
-    con = open_db(d.state / "bistoury.duckdb")  # opens read-write, replays its WAL
+    # Opens read-write and replays its WAL (the kernel may take a moment to drop the
+    # killed recorder's file lock).
+    con = wait_for(lambda: _try_open(d.state / "bistoury.duckdb"), 5, "the file lock to go")
     try:
         assert schema_version(con) >= 2
         for table in ("raw_messages", "l2_snapshots", "candles", "sys_events"):
