@@ -20,8 +20,9 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -51,11 +52,13 @@ from bistouryd.supervision import MetricSample, sample
 
 log = logging.getLogger(__name__)
 
+_E = TypeVar("_E")
 COLLECTING_MODES = ("collect", "paper-live", "live")
 FIRST_DATA_MIN_WAIT_S = 2.0
 WATCH_EVERY_S = 0.25
 YIELD_EVERY = 200
 HEALTHY_AFTER_S = 60.0
+BACKFILL_RETRY_S = 5.0
 ALERT_EVERY_S = 60.0
 
 
@@ -94,9 +97,11 @@ class CollectorAgent(Agent):
         # The first bar each (coin, interval) stream delivered on the current connection:
         # a backfill must not replace it, or anything newer, with an older REST copy.
         self.live_first_open: dict[tuple[str, str], int] = {}
+        # Backfills that failed on this connection, with the bars seen before it.
+        self._backfill_retry: dict[Subscription, CandleCursor] = {}
         self._data_on_connection = False
         self.last_frame_mono = 0.0
-        self._last_alert = 0.0
+        self._last_alert: dict[str, float] = {}
         self._last_heartbeat_mono = time.monotonic()
         self._funding_since: dict[str, int] = {}
         self.spawn(self._process_frames(), "frames")
@@ -137,6 +142,7 @@ class CollectorAgent(Agent):
             self.reconnects += 1
             what = "lost" if self._data_on_connection else "failed"
             await self._alert(
+                "connection",
                 f"Connection to HyperLiquid {what}: {reason}; retrying",
                 f"check the network and that {self.config.exchange.api_url} is reachable "
                 "(exchange.network / exchange.base_url); it retries by itself",
@@ -166,6 +172,7 @@ class CollectorAgent(Agent):
         self.connected_since = None
         seen_before = self.cursor.snapshot()
         self.live_first_open = {}
+        self._backfill_retry = {}
         try:
             feed.start()
             self._sync_subscriptions()
@@ -174,7 +181,7 @@ class CollectorAgent(Agent):
                 return "no market data on the new connection"
             self.connected_since = time.monotonic()
             log.info("connected to %s; collecting %s", url, ", ".join(self.pairs))
-            await self._backfill_candles(list(self.subscribed), seen_before)
+            await self._backfill_candles(sorted(self.subscribed), seen_before)
             return await self._watch(closed, url)
         finally:
             if self.connected_since is not None:
@@ -197,7 +204,12 @@ class CollectorAgent(Agent):
 
     async def _watch(self, closed: asyncio.Event, url: str) -> str | None:
         stale_s = self.config.collector.stale_after_s
+        retry_at = time.monotonic() + BACKFILL_RETRY_S
         while True:
+            if self._backfill_retry and time.monotonic() >= retry_at:
+                retry_at = time.monotonic() + BACKFILL_RETRY_S
+                for sub, seen in list(self._backfill_retry.items()):
+                    await self._backfill_candles([sub], seen)
             if closed.is_set():
                 return "the websocket closed"
             silent_s = time.monotonic() - self.last_frame_mono
@@ -324,19 +336,16 @@ class CollectorAgent(Agent):
                     feed.candles, sub.coin, sub.interval, start_ms, end_ms
                 )
             except Exception as exc:
+                self._backfill_retry[sub] = seen
                 await self._alert(
+                    "backfill",
                     f"Candle backfill of {sub.coin} {sub.interval} failed: {exc}",
-                    "it is retried after the next reconnect",
+                    f"it is retried every {BACKFILL_RETRY_S:.0f} s",
                 )
                 continue
+            self._backfill_retry.pop(sub, None)
             new = 0
-            for row in rows if isinstance(rows, list) else []:
-                try:
-                    candle = parse_candle(row)
-                except MarketDataError as exc:
-                    self.parse_errors += 1
-                    log.warning("skipped a malformed backfilled candle: %s", exc)
-                    continue
+            for candle in self._parsed(rows, parse_candle):
                 live = self.live_first_open.get((candle.coin, candle.interval))
                 if live is not None and candle.open_ts_ms >= live:
                     continue  # the websocket has this bar, and newer values of it
@@ -345,6 +354,15 @@ class CollectorAgent(Agent):
             self.backfilled += new
             if new:
                 log.info("backfilled %d %s %s candles", new, sub.coin, sub.interval)
+
+    def _parsed(self, rows: Any, parse: Callable[[Any], _E]) -> Iterator[_E]:
+        """The entries of a REST answer (a JSON list) that parse; the others are counted."""
+        for row in rows if isinstance(rows, list) else []:
+            try:
+                yield parse(row)
+            except MarketDataError as exc:
+                self.parse_errors += 1
+                log.warning("skipped a malformed REST entry: %s", exc)
 
     async def _poll_funding(self) -> None:
         while True:
@@ -358,13 +376,7 @@ class CollectorAgent(Agent):
                     except Exception as exc:
                         log.warning("fundingHistory for %s failed: %s", coin, exc)
                         continue
-                    for row in rows if isinstance(rows, list) else []:
-                        try:
-                            rate = parse_funding(row)
-                        except MarketDataError as exc:
-                            self.parse_errors += 1
-                            log.warning("skipped a malformed funding entry: %s", exc)
-                            continue
+                    for rate in self._parsed(rows, parse_funding):
                         self._funding_since[coin] = max(
                             self._funding_since.get(coin, 0), rate.ts_ms + 1
                         )
@@ -375,11 +387,13 @@ class CollectorAgent(Agent):
 
     # ---- reporting -------------------------------------------------------------------
 
-    async def _alert(self, message: str, hint: str) -> None:
+    async def _alert(self, what: str, message: str, hint: str) -> None:
+        """Log every time; record a ``sys.alert`` event at most once a minute per ``what``
+        (a connection failing in a loop must not flood the events)."""
         log.error("%s\n  → %s", message, hint)
         now = time.monotonic()
-        if now - self._last_alert >= ALERT_EVERY_S:
-            self._last_alert = now
+        if now - self._last_alert.get(what, -ALERT_EVERY_S) >= ALERT_EVERY_S:
+            self._last_alert[what] = now
             await self.report(
                 SysEvent(kind="alert", level="error", source=self.name, message=message)
             )

@@ -233,41 +233,27 @@ class RecorderAgent(Agent):
         self.con.close()
 
     def metrics(self) -> list[MetricSample]:
-        out = [
-            sample(
-                "bistoury_recorder_rows_total",
-                "counter",
-                "Rows committed to DuckDB",
-                n,
-                table=table,
-            )
-            for table, n in sorted(self.totals.written.items())
-        ]
-        out += [
-            sample(
+        def per_table(name: str, help: str, counts: dict[str, int]) -> list[MetricSample]:
+            return [sample(name, "counter", help, n, table=t) for t, n in sorted(counts.items())]
+
+        return [
+            *per_table(
+                "bistoury_recorder_rows_total", "Rows committed to DuckDB", self.totals.written
+            ),
+            *per_table(
                 "bistoury_recorder_dropped_total",
-                "counter",
                 "Rows dropped because the write queue was full",
-                n,
-                table=table,
-            )
-            for table, n in sorted(self.queue.dropped.items())
-        ]
-        out += [
-            sample(
+                self.queue.dropped,
+            ),
+            *per_table(
                 "bistoury_recorder_rejected_total",
-                "counter",
                 "Rows refused by the schema's constraints",
-                n,
-                table=table,
-            )
-            for table, n in sorted(self.totals.rejected.items())
-        ]
-        out += [
-            sample("bistoury_storage_bytes", "gauge", "Bytes on disk", n, kind=kind)
-            for kind, n in sorted(self.sizes.items())
-        ]
-        out += [
+                self.totals.rejected,
+            ),
+            *(
+                sample("bistoury_storage_bytes", "gauge", "Bytes on disk", n, kind=kind)
+                for kind, n in sorted(self.sizes.items())
+            ),
             sample(
                 "bistoury_recorder_queue_rows",
                 "gauge",
@@ -282,7 +268,6 @@ class RecorderAgent(Agent):
             ),
             self.batch_seconds.sample(),
         ]
-        return out
 
 
 def _sizes(db_path: Path, parquet_dir: Path) -> dict[str, int]:

@@ -117,18 +117,25 @@ async def _ws_stall(server: SimServer, body: dict[str, Any]) -> Any:
 
 async def _http_error(server: SimServer, body: dict[str, Any]) -> Any:
     """``{"status": 429, "count": N}`` or ``{"status": 500, "seconds": S}``; optional
-    ``"paths"`` (default ``["/info", "/exchange"]``; ``"/ws"`` fails the handshake)."""
+    ``"paths"`` (default ``["/info", "/exchange"]``; ``"/ws"`` fails the handshake) and
+    ``"info_types"`` (e.g. ``["candleSnapshot"]``: only those /info requests fail)."""
     paths = body.get("paths")
     allowed = {"/info", "/exchange", "/ws"}
     if paths is not None and not (isinstance(paths, list) and set(paths) <= allowed):
         raise ValueError(f"paths must be a list drawn from {sorted(allowed)}")
     count = body.get("count")
     seconds = body.get("seconds")
+    types = body.get("info_types")
+    if types is not None and not (
+        isinstance(types, list) and all(isinstance(t, str) for t in types)
+    ):
+        raise ValueError("info_types must be a list of /info request types")
     server.faults.fail_http(
         int(body.get("status", 0)),
         None if count is None else int(_number(body, "count")),
         None if seconds is None else _number(body, "seconds"),
         frozenset(paths) if paths else frozenset({"/info", "/exchange"}),
+        None if types is None else frozenset(types),
     )
     return server.faults.describe()
 

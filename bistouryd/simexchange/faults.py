@@ -19,6 +19,7 @@ class HttpFault:
     remaining: int | None  # requests still to fail (None: until ``until``)
     until: float | None  # monotonic deadline (None: until ``remaining`` runs out)
     paths: frozenset[str]
+    info_types: frozenset[str] | None = None  # only these /info request types (None: all)
 
 
 class Faults:
@@ -36,18 +37,26 @@ class Faults:
         count: int | None = None,
         seconds: float | None = None,
         paths: frozenset[str] = REST_PATHS,
+        info_types: frozenset[str] | None = None,
     ) -> None:
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error (400-599), not {status}")
         if (count is None) == (seconds is None):
             raise ValueError("give exactly one of count or seconds")
         until = None if seconds is None else self._monotonic() + seconds
-        self.http = HttpFault(status, count, until, paths)
+        self.http = HttpFault(status, count, until, paths, info_types)
 
-    def http_error_for(self, path: str) -> int | None:
+    @property
+    def wants_info_type(self) -> bool:
+        """Whether ``http_error_for`` needs the /info request's ``type`` to decide."""
+        return self.http is not None and self.http.info_types is not None
+
+    def http_error_for(self, path: str, info_type: str | None = None) -> int | None:
         """The status to answer ``path`` with instead of serving it, if a fault is active."""
         fault = self.http
         if fault is None or path not in fault.paths:
+            return None
+        if fault.info_types is not None and (path != "/info" or info_type not in fault.info_types):
             return None
         if fault.until is not None and self._monotonic() >= fault.until:
             self.http = None
@@ -81,6 +90,9 @@ class Faults:
                 if self.http.until is None
                 else max(0.0, self.http.until - now),
                 "paths": sorted(self.http.paths),
+                "info_types": None
+                if self.http.info_types is None
+                else sorted(self.http.info_types),
             }
         return {
             "http_error": http,

@@ -4,6 +4,7 @@ injection, and ``SimExchange``, the handle tests use to run it in a background t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
 import logging
@@ -174,7 +175,12 @@ class SimServer:
         started = time.monotonic()
         path = request.path
         if path in REST_PATHS or path == "/ws":
-            status = self.faults.http_error_for(path)
+            info_type = None
+            if path == "/info" and self.faults.wants_info_type:
+                with contextlib.suppress(ValueError):
+                    body = await request.json()
+                    info_type = body.get("type") if isinstance(body, dict) else None
+            status = self.faults.http_error_for(path, info_type)
             if status is not None:
                 log.debug("%s %s -> injected %d", request.method, path, status)
                 return web.Response(status=status, text=http.HTTPStatus(status).phrase)
@@ -460,8 +466,11 @@ class SimExchange:
         count: int | None = None,
         seconds: float | None = None,
         paths: frozenset[str] = REST_PATHS,
+        info_types: frozenset[str] | None = None,
     ) -> None:
-        self._sync(lambda: self.server.faults.fail_http(status, count, seconds, paths))
+        """Answer HTTP ``status`` instead, for ``count`` requests or ``seconds``; only on
+        ``paths``, and with ``info_types`` only for /info requests of those types."""
+        self._sync(lambda: self.server.faults.fail_http(status, count, seconds, paths, info_types))
 
     def delay_responses(self, ms: int) -> None:
         def set_delay() -> None:

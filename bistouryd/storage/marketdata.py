@@ -257,100 +257,21 @@ MARKET_TABLES: tuple[str, ...] = tuple(TABLES)
 # ---- building Arrow tables from domain objects ------------------------------------------
 
 
-def _candles(items: Sequence[Candle]) -> pa.Table:
+def _columns(items: Sequence[Any], spec: TableSpec, **given: list[Any]) -> pa.Table:
+    """An Arrow table of ``spec``'s columns: each is the domain objects' attribute of the
+    same name (the tables were designed that way), unless passed in ``given``."""
     return pa.table(
-        [
-            [c.coin for c in items],
-            [c.interval for c in items],
-            [c.open_ts_ms for c in items],
-            [c.close_ts_ms for c in items],
-            [c.open_px for c in items],
-            [c.high_px for c in items],
-            [c.low_px for c in items],
-            [c.close_px for c in items],
-            [c.volume_sz for c in items],
-            [c.trades_n for c in items],
-        ],
-        schema=CANDLES.schema,
-    )
-
-
-def _l2(items: Sequence[L2Book]) -> pa.Table:
-    return pa.table(
-        [
-            [b.coin for b in items],
-            [b.ts_ms for b in items],
-            [b.bid_px for b in items],
-            [b.bid_sz for b in items],
-            [b.bid_n for b in items],
-            [b.ask_px for b in items],
-            [b.ask_sz for b in items],
-            [b.ask_n for b in items],
-        ],
-        schema=L2.schema,
+        [given[col] if col in given else [getattr(x, col) for x in items] for col in spec.columns],
+        schema=spec.schema,
     )
 
 
 def _trades(items: Sequence[Trades]) -> pa.Table:
-    flat = [t for msg in items for t in msg.trades]
-    return pa.table(
-        [
-            [t.coin for t in flat],
-            [t.tid for t in flat],
-            [t.ts_ms for t in flat],
-            [t.px for t in flat],
-            [t.sz for t in flat],
-            [t.side for t in flat],
-            [t.hash for t in flat],
-        ],
-        schema=TRADES.schema,
-    )
-
-
-def _ctx(items: Sequence[AssetCtx]) -> pa.Table:
-    return pa.table(
-        [
-            [c.coin for c in items],
-            [c.ts_ms for c in items],
-            [c.funding_rate for c in items],
-            [c.open_interest_sz for c in items],
-            [c.mark_px for c in items],
-            [c.oracle_px for c in items],
-            [c.mid_px for c in items],
-            [c.premium for c in items],
-            [c.prev_day_px for c in items],
-            [c.day_ntl_vlm_usd for c in items],
-            [c.impact_bid_px for c in items],
-            [c.impact_ask_px for c in items],
-        ],
-        schema=ASSET_CTX.schema,
-    )
-
-
-def _funding(items: Sequence[FundingRate]) -> pa.Table:
-    return pa.table(
-        [
-            [f.coin for f in items],
-            [f.ts_ms for f in items],
-            [f.funding_rate for f in items],
-            [f.premium for f in items],
-        ],
-        schema=FUNDING.schema,
-    )
+    return _columns([t for msg in items for t in msg.trades], TRADES)
 
 
 def _raw(items: Sequence[RawMessage], seqs: list[int]) -> pa.Table:
-    return pa.table(
-        [
-            seqs,
-            [r.received_ts_ms for r in items],
-            [r.source for r in items],
-            [r.channel for r in items],
-            [r.coin for r in items],
-            [r.text for r in items],
-        ],
-        schema=RAW.schema,
-    )
+    return _columns(items, RAW, seq=seqs)
 
 
 def row_count(item: Item) -> int:
@@ -507,11 +428,11 @@ def write_batch(
                 con, RAW, _raw(raws, _reserve_seqs(con, len(raws))), result, dedupe_raw=dedupe_raw
             )
         builders: dict[str, Callable[[Any], pa.Table]] = {
-            CANDLES.name: _candles,
-            L2.name: _l2,
+            CANDLES.name: lambda xs: _columns(xs, CANDLES),
+            L2.name: lambda xs: _columns(xs, L2),
             TRADES.name: _trades,
-            ASSET_CTX.name: _ctx,
-            FUNDING.name: _funding,
+            ASSET_CTX.name: lambda xs: _columns(xs, ASSET_CTX),
+            FUNDING.name: lambda xs: _columns(xs, FUNDING),
         }
         for name, build in builders.items():
             if groups.get(name):

@@ -3,6 +3,7 @@ collector, the bus and the recorder's DuckDB file."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -84,12 +85,16 @@ def stop_and_open(d: Daemon, sim: SimExchange) -> duckdb.DuckDBPyConnection:
 
 
 def missing_minutes(con: duckdb.DuckDBPyConnection, coin: str) -> int:
-    lo, hi, n = con.execute(
-        "SELECT min(open_ts_ms), max(open_ts_ms), count(*) FROM candles "
-        "WHERE coin = ? AND interval = '1m'",
-        [coin],
-    ).fetchone()
-    return int((hi - lo) // 60_000 + 1 - n)
+    opens = [
+        r[0]
+        for r in con.execute(
+            "SELECT open_ts_ms FROM candles WHERE coin = ? AND interval = '1m' ORDER BY 1", [coin]
+        ).fetchall()
+    ]
+    missing = [a + 60_000 for a, b in itertools.pairwise(opens) if b - a > 60_000]
+    if missing:  # say which, to make a failure readable
+        print(f"{coin}: missing 1m bars after {missing}")
+    return int((opens[-1] - opens[0]) // 60_000 + 1 - len(opens))
 
 
 def test_stored_raw_messages_are_what_was_served_and_typed_rows_match(
@@ -371,3 +376,30 @@ def test_an_unreachable_exchange_is_reported_and_retried(make_daemon: MakeDaemon
     assert "Traceback" not in d.log_file.read_text()
     status = d.status()
     assert status["ready"] and not status["collection"]["connected"]
+
+
+def test_a_failed_backfill_is_retried_until_the_gap_is_filled(
+    make_daemon: MakeDaemon, sim: SimExchange
+) -> None:
+    sim.set_speed(60.0)
+    d = make_daemon(config=collect_config(sim.url)).start()
+    assert d.ctl("collect", "--pairs", "BTC").returncode == 0
+    collecting(d)
+    # The next candle backfills (one per interval) answer 500, then the exchange recovers.
+    sim.fail_http(500, count=3, info_types=frozenset({"candleSnapshot"}))
+    sim.go_away(3.0)  # three minutes of market pass while the collector is cut off
+    wait_for(
+        lambda: any(
+            "Candle backfill of BTC" in e["message"] for e in d.events() if e["kind"] == "alert"
+        ),
+        15,
+        "the failed backfill",
+    )
+    wait_for(
+        lambda: (f := sim.status()["faults"]["http_error"]) is None or f["remaining"] == 0,
+        15,
+        "the faults to be used up",
+    )
+    time.sleep(7)  # the retry comes within BACKFILL_RETRY_S (5 s)
+    con = stop_and_open(d, sim)
+    assert missing_minutes(con, "BTC") == 0
