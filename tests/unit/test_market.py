@@ -23,7 +23,7 @@ from bistouryd.market import (
     ws_channel_coin,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hyperliquid"
+BUNDLED = Path(__file__).resolve().parents[2] / "bistouryd" / "simexchange" / "data"
 
 # Real frames from HyperLiquid's order_book_server tests (see shared SOURCES.md), trimmed.
 L2_FRAME = {
@@ -178,9 +178,9 @@ def test_events_round_trip_through_the_bus_envelope() -> None:
         assert decode(encode("collector", 1, 1, event)).body == event
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="the shared data folder is not beside the repo")
 def test_every_recorded_candle_parses() -> None:
-    rows = json.loads((SHARED / "candles" / "candles_btc_1m.json").read_text())
+    """The bundled real candles (see bistouryd/simexchange/data/SOURCES.md)."""
+    rows = json.loads((BUNDLED / "candles_btc_1m.json").read_text())
     candles = [parse_candle(r) for r in rows]
     assert len(candles) == len(rows) > 5000
     assert all(c.low_px <= min(c.open_px, c.close_px) for c in candles)
