@@ -58,7 +58,7 @@ from bistouryd.outbox import EventOutbox
 from bistouryd.paths import RuntimePaths
 from bistouryd.protocol import DAEMON_EXIT_EMERGENCY, DAEMON_EXIT_FAILURE
 from bistouryd.state import DaemonState, ModeError, StateStore
-from bistouryd.storage.status import DataStatus
+from bistouryd.storage.reports import DataStatus
 from bistouryd.supervision import (
     ConfigUpdate,
     DataStatusQuery,

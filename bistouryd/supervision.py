@@ -16,7 +16,7 @@ from bistouryd.bus import BusStats
 from bistouryd.config import Config
 from bistouryd.events import SysEvent
 from bistouryd.state import Mode, Pausable
-from bistouryd.storage.status import DataStatus
+from bistouryd.storage.reports import DataStatus
 
 
 class _Msg(BaseModel):

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import duckdb
-from pydantic import BaseModel
 
 from bistouryd.market import INTERVAL_MS
 from bistouryd.storage.db import schema_version
 from bistouryd.storage.marketdata import MARKET_TABLES, TABLES
+from bistouryd.storage.reports import DataStatus, Gap, SeriesStatus
 from bistouryd.storage.retention import has_parquet, parquet_bytes, read_parquet_sql
 
 HOUR_MS = 3_600_000
@@ -34,40 +34,6 @@ GAP_THRESHOLD_MS: dict[str, int | None] = {
     "asset_ctx": 300_000,
     "funding_history": HOUR_MS + HOUR_MS // 2,
 }
-
-
-class Gap(BaseModel):
-    after_ts_ms: int
-    before_ts_ms: int
-    missing_n: int | None = None  # candles and funding: rows that should be there
-
-
-class SeriesStatus(BaseModel):
-    table: str
-    coin: str | None
-    interval: str | None = None
-    rows: int
-    rows_db: int
-    rows_parquet: int
-    first_ts_ms: int | None
-    last_ts_ms: int | None
-    gaps_checked: bool
-    gaps_n: int = 0
-    missing_n: int | None = None
-    gaps: list[Gap] = []  # the most recent ones, newest first
-    parquet_bytes: int = 0
-
-
-class DataStatus(BaseModel):
-    generated_ts_ms: int
-    db_path: str | None
-    db_bytes: int | None
-    parquet_dir: str | None
-    parquet_bytes: int
-    schema_version: int
-    gaps_since_ts_ms: int | None
-    tables: dict[str, int]  # rows per table, DuckDB and Parquet together
-    series: list[SeriesStatus]
 
 
 def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:

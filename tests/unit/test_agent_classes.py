@@ -37,3 +37,24 @@ def test_agent_does_not_shadow_the_base_machinery(name: str) -> None:
         if inspect.isclass(o) and issubclass(o, Agent) and o is not Agent
     )
     assert not BASE_PRIVATE & set(vars(cls)), BASE_PRIVATE & set(vars(cls))
+
+
+@pytest.mark.parametrize(
+    ("module", "must_not_load"),
+    [
+        # The main process relays data-status answers; DuckDB (~40 MB) stays in the recorder.
+        ("bistouryd.orchestrator", {"duckdb", "pyarrow", "hyperliquid", "eth_account"}),
+        ("bistouryd.agents.collector", {"duckdb"}),
+    ],
+)
+def test_processes_load_only_what_they_use(module: str, must_not_load: set[str]) -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert not must_not_load & loaded
