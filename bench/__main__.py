@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import foundation, ingest, report
+from bench import foundation, ingest, report, signals
 from bench.foundation import SuiteResult
 from bench.procs import REPO, BenchError, short_tmpdir
 from bench.stats import Figure
@@ -17,6 +17,7 @@ Log = Callable[[str], None]
 SUITES: dict[str, Callable[[Log], SuiteResult]] = {
     "foundation": foundation.run,
     "ingest": ingest.run,
+    "signals": signals.run,
 }
 
 

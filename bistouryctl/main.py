@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from bistouryctl.commands import daemon, data, setup, sim
+from bistouryctl.commands import daemon, data, setup, signals, sim
 from bistouryctl.commands.common import run_command
 from bistouryd import __version__
 from bistouryd.protocol import EXIT_USAGE
@@ -48,6 +48,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     daemon.register(sub, common)
     setup.register(sub, common)
     data.register(sub, common)
+    signals.register(sub, common)
     sim.register(sub, common)
     return parser
 

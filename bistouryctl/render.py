@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -123,3 +124,17 @@ def events(result: dict[str, Any]) -> str:
     if pending:
         text += f"\n({pending} not yet written to the database)"
     return text
+
+
+def signals(found: Sequence[dict[str, Any]], header: bool = True) -> str:
+    """Each signal on one line, its narrative indented below it."""
+    if not found:
+        return "no signals yet" if header else ""
+    lines = ["RECENT SIGNALS"] if header else []
+    for s in found:
+        lines.append(
+            f"{utc(s['ts_ms'])}  {s['coin']:<6} {s['strategy']:<16} {s['direction']:<7} "
+            f"strength {s['strength']:.2f}  confidence {s['confidence']:.2f}"
+        )
+        lines += [f"    {line}" for line in textwrap.wrap(s["narrative"], width=96)]
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from dotenv import dotenv_values
@@ -26,12 +26,16 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from bistouryd.agents import AGENTS
+
+if TYPE_CHECKING:
+    from bistouryd.strategies.base import StrategyParams
 
 Interval = Literal["1m", "5m", "15m"]
 INTERVALS: tuple[Interval, ...] = ("1m", "5m", "15m")
@@ -122,40 +126,30 @@ class TradingConfig(Section):
         return pairs
 
 
-class MultiTimeframeConfig(Section):
-    enabled: bool = True
-    timeframes: list[Interval] = Field(default_factory=lambda: list(INTERVALS), min_length=1)
-    lookback_periods: int = Field(default=60, ge=5, le=5000)
+def _strategies_section() -> type[Section]:
+    """``strategies:``: one sub-section per registered strategy, typed by its ``Params``.
+
+    Built from the registry, so a plug-in strategy is configured like the built-ins and
+    its bounds are checked here, before the daemon ever uses them.
+    """
+    from bistouryd.strategies.registry import strategy_classes
+
+    fields: dict[str, Any] = {
+        name: (cls.Params, Field(default_factory=cls.Params))
+        for name, cls in strategy_classes().items()
+    }
+    return create_model("StrategiesConfig", __base__=Section, **fields)
 
 
-class FundingRateConfig(Section):
-    enabled: bool = True
-    extreme_threshold: float = Field(default=0.0008, gt=0, lt=0.04)
-    lookback_hours: int = Field(default=168, ge=8, le=24 * 365)
+if TYPE_CHECKING:
+    StrategiesConfig = Section
+else:
+    StrategiesConfig = _strategies_section()
 
 
-class OrderFlowConfig(Section):
-    enabled: bool = True
-    depth_levels: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
-    wall_size_multiple: float = Field(default=5.0, gt=1)
-
-
-class VolumeProfileConfig(Section):
-    enabled: bool = True
-    value_area_pct: float = Field(default=70.0, gt=0, lt=100)
-    window_minutes: int = Field(default=240, ge=15, le=7 * 24 * 60)
-
-
-class CrossSignalConfig(Section):
-    enabled: bool = True
-
-
-class StrategiesConfig(Section):
-    multi_timeframe: MultiTimeframeConfig = MultiTimeframeConfig()
-    funding_rate: FundingRateConfig = FundingRateConfig()
-    order_flow: OrderFlowConfig = OrderFlowConfig()
-    volume_profile: VolumeProfileConfig = VolumeProfileConfig()
-    cross_signal: CrossSignalConfig = CrossSignalConfig()
+def strategy_settings(config: Config) -> dict[str, StrategyParams]:
+    """Name → parameters of every registered strategy (enabled or not)."""
+    return {name: getattr(config.strategies, name) for name in type(config.strategies).model_fields}
 
 
 class LLMConfig(Section):
@@ -262,7 +256,7 @@ class LoggingConfig(Section):
 
 
 class AgentsConfig(Section):
-    enabled: list[str] = Field(default_factory=lambda: ["recorder", "collector"])
+    enabled: list[str] = Field(default_factory=lambda: ["recorder", "collector", "signals"])
     heartbeat_interval_s: float = Field(default=1.0, ge=0.1, le=10)
     heartbeat_timeout_s: float = Field(default=3.0, ge=0.5, le=60)
     restart_backoff_initial_s: float = Field(default=0.5, ge=0, le=60)
@@ -303,7 +297,7 @@ class AgentsConfig(Section):
 class Config(Section):
     exchange: ExchangeConfig = ExchangeConfig()
     trading: TradingConfig = TradingConfig()
-    strategies: StrategiesConfig = StrategiesConfig()
+    strategies: StrategiesConfig = Field(default_factory=StrategiesConfig)
     llm: LLMConfig = LLMConfig()
     risk: RiskConfig = RiskConfig()
     storage: StorageConfig = StorageConfig()

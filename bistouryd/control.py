@@ -36,6 +36,7 @@ from bistouryd.protocol import (
     PROTOCOL_VERSION,
 )
 from bistouryd.state import Mode, Pausable, PauseScope
+from bistouryd.strategies.base import Signal
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,14 @@ class DataStatusRequest(_Request):
     gaps_since_ms: int | None = Field(default=None, ge=0)
 
 
+class SignalsRequest(_Request):
+    cmd: Literal["signals"]
+    limit: int = Field(default=20, ge=1, le=10_000)
+    coin: str | None = Field(default=None, max_length=32)
+    strategy: str | None = Field(default=None, max_length=64)
+    since_ms: int | None = Field(default=None, ge=0)
+
+
 class CollectRequest(_Request):
     cmd: Literal["collect"]
     pairs: list[str] | None = Field(default=None, max_length=500)
@@ -109,7 +118,8 @@ Request = Annotated[
     | EventsRequest
     | ConfigCheckRequest
     | CollectRequest
-    | DataStatusRequest,
+    | DataStatusRequest
+    | SignalsRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)
@@ -202,6 +212,10 @@ class StopResult(_Result):
 class EventsResult(_Result):
     events: list[SysEvent]
     pending: int
+
+
+class SignalsResult(_Result):
+    signals: list[Signal]
 
 
 class ConfigCheckResult(_Result):

@@ -46,6 +46,8 @@ from bistouryd.control import (
     PauseRequest,
     ReloadResult,
     ResumeRequest,
+    SignalsRequest,
+    SignalsResult,
     StatusResult,
     StopRequest,
     StopResult,
@@ -70,10 +72,13 @@ from bistouryd.supervision import (
     MetricSample,
     ModeUpdate,
     RecorderAnswer,
+    RecorderQuery,
     ReportEvent,
+    SignalsQuery,
     StoreEvents,
 )
 from bistouryd.supervision import EventsResult as AgentEventsResult
+from bistouryd.supervision import SignalsResult as AgentSignalsResult
 from bistouryd.supervisor import AgentHandle, Supervisor
 
 log = logging.getLogger("bistouryd")
@@ -211,6 +216,7 @@ class Orchestrator:
             "reload": self._cmd_reload,
             "stop": self._cmd_stop,
             "events": self._cmd_events,
+            "signals": self._cmd_signals,
             "config-check": self._cmd_config_check,
             "collect": self._cmd_collect,
             "data-status": self._cmd_data_status,
@@ -351,7 +357,7 @@ class Orchestrator:
             _relog(h.name, msg)
         elif isinstance(msg, EventsStored):
             self.outbox.acknowledge(msg.ids)
-        elif isinstance(msg, (AgentEventsResult, DataStatusResult)):
+        elif isinstance(msg, (AgentEventsResult, DataStatusResult, AgentSignalsResult)):
             future = self._queries.pop(msg.request_id, None)
             if future is not None and not future.done():
                 future.set_result(msg)
@@ -554,7 +560,7 @@ class Orchestrator:
         return StopResult(pid=os.getpid(), emergency=req.emergency)
 
     async def _ask_recorder(
-        self, make: Callable[[str], EventsQuery | DataStatusQuery], timeout_s: float
+        self, make: Callable[[str], RecorderQuery], timeout_s: float
     ) -> RecorderAnswer:
         """Send the recorder a query and wait for its answer (matched by request id)."""
         recorder = self.sup.handles.get("recorder")
@@ -610,6 +616,20 @@ class Orchestrator:
         )
         assert isinstance(answer, DataStatusResult) and answer.status is not None
         return answer.status
+
+    async def _cmd_signals(self, req: SignalsRequest) -> SignalsResult:
+        answer = await self._ask_recorder(
+            lambda rid: SignalsQuery(
+                request_id=rid,
+                limit=req.limit,
+                coin=req.coin,
+                strategy=req.strategy,
+                since_ms=req.since_ms,
+            ),
+            QUERY_TIMEOUT_S,
+        )
+        assert isinstance(answer, AgentSignalsResult)
+        return SignalsResult(signals=answer.signals)
 
     async def _cmd_config_check(self, req: ConfigCheckRequest) -> ConfigCheckResult:
         path = Path(req.path) if req.path else self.loaded.path

@@ -26,6 +26,7 @@ COMMANDS = (
     "config-check",
     "collect",
     "data-status",
+    "signals",
 )
 
 # Exit codes of bistouryctl.

@@ -17,6 +17,7 @@ from bistouryd.config import Config
 from bistouryd.events import SysEvent
 from bistouryd.state import Mode, Pausable
 from bistouryd.storage.reports import DataStatus
+from bistouryd.strategies.base import Signal
 
 
 class _Msg(BaseModel):
@@ -63,8 +64,11 @@ class MetricSample(_Msg):
 class Histogram:
     """Observations bucketed in the agent, reported as one cumulative ``MetricSample``."""
 
-    def __init__(self, name: str, help: str, bounds: tuple[float, ...]):
+    def __init__(
+        self, name: str, help: str, bounds: tuple[float, ...], labels: dict[str, str] | None = None
+    ):
         self.name, self.help = name, help
+        self.labels = labels or {}
         self.bounds = (*sorted(bounds), float("inf"))
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
@@ -82,7 +86,12 @@ class Histogram:
             running += count
             cumulative.append((bound, running))
         return MetricSample(
-            name=self.name, kind="histogram", help=self.help, value=self.sum, buckets=cumulative
+            name=self.name,
+            kind="histogram",
+            help=self.help,
+            labels=self.labels,
+            value=self.sum,
+            buckets=cumulative,
         )
 
 
@@ -192,11 +201,25 @@ class DataStatusResult(_Msg):
     error: str | None = None
 
 
-RecorderAnswer = EventsResult | DataStatusResult
+class SignalsResult(_Msg):
+    type: Literal["signals_result"] = "signals_result"
+    request_id: str
+    signals: list[Signal] = Field(default_factory=list)
+    error: str | None = None
+
+
+RecorderAnswer = EventsResult | DataStatusResult | SignalsResult
 
 
 FromAgent = Annotated[
-    Hello | Heartbeat | ReportEvent | LogRecord | EventsStored | EventsResult | DataStatusResult,
+    Hello
+    | Heartbeat
+    | ReportEvent
+    | LogRecord
+    | EventsStored
+    | EventsResult
+    | DataStatusResult
+    | SignalsResult,
     Field(discriminator="type"),
 ]
 
@@ -254,8 +277,26 @@ class DataStatusQuery(_Msg):
     gaps_since_ms: int | None = None
 
 
+class SignalsQuery(_Msg):
+    type: Literal["signals_query"] = "signals_query"
+    request_id: str
+    limit: int
+    coin: str | None = None
+    strategy: str | None = None
+    since_ms: int | None = None
+
+
+RecorderQuery = EventsQuery | DataStatusQuery | SignalsQuery
+
 ToAgent = Annotated[
-    Init | ConfigUpdate | ModeUpdate | Stop | StoreEvents | EventsQuery | DataStatusQuery,
+    Init
+    | ConfigUpdate
+    | ModeUpdate
+    | Stop
+    | StoreEvents
+    | EventsQuery
+    | DataStatusQuery
+    | SignalsQuery,
     Field(discriminator="type"),
 ]
 

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from bistouryctl.client import Client, NoReply, NotRunning, Refused, find_socket
 from bistouryd.messages import report
 from bistouryd.protocol import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK
 
 Command = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 class Failure(Exception):
@@ -88,3 +90,18 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         report(exc.message, exc.hints)
         return exc.code
+
+
+def read_db(path: str, query: Callable[..., T], **params: Any) -> T:
+    """``query(con, **params)`` on the database file itself (``--db``): only possible while
+    the daemon, the file's only writer, is stopped. Imports DuckDB only when used."""
+    from bistouryd.storage.db import StorageError, open_db
+
+    try:
+        con = open_db(Path(path), read_only=True)
+    except StorageError as exc:
+        raise Failure(EXIT_FAILED, exc.message, exc.hint) from None
+    try:
+        return query(con, **params)
+    finally:
+        con.close()

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bistouryctl import render
-from bistouryctl.commands.common import Failure, call, connect, emit, request
+from bistouryctl.commands.common import Failure, call, connect, emit, read_db, request
 from bistouryd.protocol import EXIT_FAILED, MODES, PAUSE_SCOPES
 
 STOP_WAIT_S = 30.0
@@ -97,7 +97,7 @@ def stop(args: argparse.Namespace) -> int:
     )
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -142,18 +142,11 @@ def events(args: argparse.Namespace) -> int:
 
 
 def _events_offline(args: argparse.Namespace) -> int:
-    """Read the database file directly; only possible while the daemon is stopped."""
-    from bistouryd.storage.db import StorageError, open_db
     from bistouryd.storage.events import query_events
 
-    try:
-        con = open_db(Path(args.db), read_only=True)
-    except StorageError as exc:
-        raise Failure(EXIT_FAILED, exc.message, exc.hint) from None
-    try:
-        found = query_events(con, limit=args.limit, since_ms=args.since, kinds=args.kind or [])
-    finally:
-        con.close()
+    found = read_db(
+        args.db, query_events, limit=args.limit, since_ms=args.since, kinds=args.kind or []
+    )
     result = {"events": [e.model_dump(mode="json") for e in found], "pending": 0}
     return emit(args, result, lambda: render.events(result))
 
@@ -236,7 +229,7 @@ def register(
         description="List system events (starts, stops, mode changes, agent "
         "restarts, reloads, configuration errors), oldest first.",
     )
-    p.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
+    p.add_argument("--limit", type=positive, default=50, help="how many (default 50)")
     p.add_argument(
         "--since", type=parse_since, metavar="WHEN", help="30m, 2h, 7d or an ISO date/time"
     )

@@ -7,6 +7,7 @@ plain table so that validating a config does not import any agent.
 AGENTS: dict[str, str] = {
     "recorder": "bistouryd.agents.recorder",
     "collector": "bistouryd.agents.collector",
+    "signals": "bistouryd.agents.signals",
 }
 
 # Stopped last on shutdown so it records everything the others say on the way out.

@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 from pydantic import BaseModel
@@ -29,7 +31,9 @@ from bistouryd.storage.db import open_db
 from bistouryd.storage.events import query_events
 from bistouryd.storage.marketdata import BatchQueue, Item, WriteError, WriteResult, write_batch
 from bistouryd.storage.retention import RetentionSettings, refresh_views, run_retention
+from bistouryd.storage.signals import query_signals
 from bistouryd.storage.status import compute_status
+from bistouryd.strategies.base import Signal
 from bistouryd.supervision import (
     DataStatusQuery,
     DataStatusResult,
@@ -38,13 +42,16 @@ from bistouryd.supervision import (
     EventsStored,
     Histogram,
     MetricSample,
+    SignalsQuery,
+    SignalsResult,
     StoreEvents,
     sample,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage)
+STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage, Signal)
 SIZES_EVERY_S = 10.0
 YIELD_EVERY = 200
 BACKLOG_BATCHES = 2  # batches queued here before the recorder stops taking more
@@ -100,6 +107,8 @@ class RecorderAgent(Agent):
             await self._answer_events(msg)
         elif isinstance(msg, DataStatusQuery):
             await self._answer_status(msg)
+        elif isinstance(msg, SignalsQuery):
+            await self._answer_signals(msg)
         else:
             await super().handle(msg)
 
@@ -174,34 +183,47 @@ class RecorderAgent(Agent):
 
     async def _answer_events(self, query: EventsQuery) -> None:
         await self._flush()
+        rid = query.request_id
         try:
-            async with self._db_lock:
-                events = await asyncio.to_thread(
-                    query_events,
-                    self.con,
-                    limit=query.limit,
-                    since_ms=query.since_ms,
-                    kinds=query.kinds,
-                )
-            result = EventsResult(request_id=query.request_id, events=events)
+            events = await self._read(
+                query_events, limit=query.limit, since_ms=query.since_ms, kinds=query.kinds
+            )
+            await self.send(EventsResult(request_id=rid, events=events))
         except duckdb.Error as exc:
-            result = EventsResult(request_id=query.request_id, error=str(exc))
-        await self.send(result)
+            await self.send(EventsResult(request_id=rid, error=str(exc)))
+
+    async def _answer_signals(self, query: SignalsQuery) -> None:
+        await self._flush()
+        rid = query.request_id
+        try:
+            signals = await self._read(
+                query_signals,
+                limit=query.limit,
+                coin=query.coin,
+                strategy=query.strategy,
+                since_ms=query.since_ms,
+            )
+            await self.send(SignalsResult(request_id=rid, signals=signals))
+        except duckdb.Error as exc:
+            await self.send(SignalsResult(request_id=rid, error=str(exc)))
 
     async def _answer_status(self, query: DataStatusQuery) -> None:
+        rid = query.request_id
         try:
-            async with self._db_lock:
-                status = await asyncio.to_thread(
-                    compute_status,
-                    self.con,
-                    db_path=self.db_path,
-                    parquet_dir=self.parquet_dir,
-                    gaps_since_ms=query.gaps_since_ms,
-                )
-            answer = DataStatusResult(request_id=query.request_id, status=status)
+            status = await self._read(
+                compute_status,
+                db_path=self.db_path,
+                parquet_dir=self.parquet_dir,
+                gaps_since_ms=query.gaps_since_ms,
+            )
+            await self.send(DataStatusResult(request_id=rid, status=status))
         except duckdb.Error as exc:
-            answer = DataStatusResult(request_id=query.request_id, error=str(exc))
-        await self.send(answer)
+            await self.send(DataStatusResult(request_id=rid, error=str(exc)))
+
+    async def _read(self, query: Callable[..., T], **params: Any) -> T:
+        """Run ``query(con, **params)`` off the loop, between writes."""
+        async with self._db_lock:
+            return await asyncio.to_thread(query, self.con, **params)
 
     # ---- upkeep ----------------------------------------------------------------------
 

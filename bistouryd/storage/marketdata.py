@@ -38,8 +38,9 @@ import pyarrow as pa
 from bistouryd.events import SysEvent
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
 from bistouryd.storage.events import insert_events
+from bistouryd.strategies.base import Signal
 
-Item = Candle | L2Book | Trades | AssetCtx | FundingRate | RawMessage | SysEvent
+Item = Candle | L2Book | Trades | AssetCtx | FundingRate | RawMessage | SysEvent | Signal
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,8 @@ def table_of(item: Item) -> str:
         return FUNDING.name
     if isinstance(item, RawMessage):
         return RAW.name
+    if isinstance(item, Signal):
+        return "signals"
     return "sys_events"
 
 
@@ -439,6 +442,11 @@ def write_batch(
                 data = build(groups[name])
                 if data.num_rows:
                     _insert(con, TABLES[name], data, result)
+        signals: list[Signal] = groups.get("signals", [])
+        if signals:
+            from bistouryd.storage.signals import insert_signals
+
+            insert_signals(con, signals, result)
         events: list[SysEvent] = groups.get("sys_events", [])
         if events:
             insert_events(con, events)
