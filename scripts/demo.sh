@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the bundled simulated HyperLiquid exchange replaying recorded market data,
 # and bistouryd in the foreground collecting it; `bistouryctl status` is shown once data
-# flows. Everything lives in .demo/ in the checkout; the control socket is in the default
+# flows, then the first strategy signals. Everything lives in .demo/ in the checkout; the control socket is in the default
 # runtime directory, so `bistouryctl status` in a second terminal finds it without flags.
 # Ctrl-C stops the daemon cleanly, then the simulator.
 set -euo pipefail
@@ -36,8 +36,17 @@ show_status() {
       echo "──── bistouryctl status ─────────────────────────────────────────────"
       "$BIN/bistouryctl" status
       echo "─────────────────────────────────────────────────────────────────────"
+      for _ in $(seq 1 40); do
+        if "$BIN/bistouryctl" signals --json --limit 1 2>/dev/null | grep -q '"narrative"'; then
+          echo "──── bistouryctl signals ────────────────────────────────────────────"
+          "$BIN/bistouryctl" signals --limit 6
+          echo "─────────────────────────────────────────────────────────────────────"
+          break
+        fi
+        sleep 1
+      done
       echo "Simulated exchange: $URL (replaying recorded HyperLiquid data, log: .demo/simexchange.log)"
-      echo "In another terminal:  .venv/bin/bistouryctl status | data status | events | stop"
+      echo "In another terminal:  .venv/bin/bistouryctl status | signals --follow | data status | events | stop"
       echo "Metrics:              curl -s http://127.0.0.1:9464/metrics | grep ^bistoury_md"
       echo "Ctrl-C here stops the daemon."
       echo

@@ -601,7 +601,8 @@ class VolumeProfile(Strategy[VolumeProfileParams]):
             )
         elif testing:
             held = (
-                f", {f['outside_trades_n']:.0f} trades so far and not yet accepted"
+                f", {f['outside_trades_n']:.0f} "
+                f"{'trade' if f['outside_trades_n'] == 1 else 'trades'} so far, not yet accepted"
                 if "outside_trades_n" in f
                 else ", not yet accepted"
             )
