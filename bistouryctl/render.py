@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -128,6 +127,7 @@ def events(result: dict[str, Any]) -> str:
 
 def signals(found: Sequence[dict[str, Any]], header: bool = True) -> str:
     """Each signal on one line, its narrative indented below it."""
+    import textwrap  # here, not at the top: `bistouryctl status` must start fast
     if not found:
         return "no signals yet" if header else ""
     lines = ["RECENT SIGNALS"] if header else []
