@@ -27,7 +27,7 @@ from bistouryd.supervision import Histogram, MetricSample, sample
 log = logging.getLogger(__name__)
 
 FEEDS = (Candle, L2Book, Trades, AssetCtx, FundingRate)
-YIELD_EVERY = 200
+BATCH = 200  # events handled between two chances for the agent's other tasks
 ERROR_LOG_EVERY_S = 60.0
 # From 1 µs to 100 ms: strategies work in microseconds; the PRD tolerates far more.
 COMPUTE_BOUNDS = (
@@ -88,17 +88,16 @@ class SignalsAgent(Agent):
 
     async def _consume(self) -> None:
         sub = self.subscribe(["md."])
-        handled = 0
         while True:
-            _, envelope = await sub.recv()
-            event = envelope.body
-            if isinstance(event, FEEDS):
-                self.events += 1
-                for signal in self.engine.feed(event):
-                    self._emit(signal)
-            handled += 1
-            if handled % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+            batch = await sub.recv_batch(BATCH)
+            for _, envelope in batch:
+                event = envelope.body
+                if isinstance(event, FEEDS):
+                    self.events += 1
+                    for signal in self.engine.feed(event):
+                        self._emit(signal)
+            if len(batch) == BATCH:
+                await asyncio.sleep(0)  # a full batch: let heartbeats and reloads run
 
     def _emit(self, signal: Signal) -> None:
         self.publisher.send(signal.topic, signal)

@@ -277,6 +277,43 @@ def test_invalid_frames_are_counted_and_skipped(runtime: RuntimePaths) -> None:
     assert stats.received == 1
 
 
+def test_recv_batch_takes_what_is_waiting_in_order_and_skips_garbage(
+    runtime: RuntimePaths,
+) -> None:
+    async def run() -> tuple[BusStats, list[list[str]]]:
+        ctx = zmq.asyncio.Context()
+        stats = BusStats()
+        raw = ctx.socket(zmq.PUB)
+        raw.bind(bus.ipc(runtime.bus_out))
+        sub = Subscriber(ctx, runtime, ["sys."], stats)
+        try:
+            deadline = time.monotonic() + 5
+            while not await sub.sock.poll(20):
+                await raw.send_multipart([b"sys.warm", encode("w", 1, 1, event())])
+                assert time.monotonic() < deadline
+            while await sub.sock.poll(50):  # empty the warm-up messages
+                await sub.recv()
+            for i in range(7):
+                await raw.send_multipart([b"sys.t", encode("w", 2, i + 1, event(f"m{i}"))])
+                if i == 3:
+                    await raw.send_multipart([b"sys.bad", b"not json"])
+            await asyncio.sleep(0.2)  # all of them queued at the subscriber
+            batches = []
+            for _ in range(2):
+                batch = await asyncio.wait_for(sub.recv_batch(4), timeout=5)
+                batches.append([e.body.message for _, e in batch if isinstance(e.body, SysEvent)])
+            assert await sub.sock.poll(50) == 0
+            return stats, batches
+        finally:
+            raw.close(linger=0)
+            sub.close()
+            ctx.term()
+
+    stats, batches = asyncio.run(run())
+    assert batches == [["m0", "m1", "m2", "m3"], ["m4", "m5", "m6"]]
+    assert stats.invalid == 1
+
+
 def test_remove_stale(tmp_path: Path) -> None:
     a, b = tmp_path / "a.sock", tmp_path / "b.sock"
     a.write_text("")
