@@ -128,6 +128,7 @@ def events(result: dict[str, Any]) -> str:
 def signals(found: Sequence[dict[str, Any]], header: bool = True) -> str:
     """Each signal on one line, its narrative indented below it."""
     import textwrap  # here, not at the top: `bistouryctl status` must start fast
+
     if not found:
         return "no signals yet" if header else ""
     lines = ["RECENT SIGNALS"] if header else []
