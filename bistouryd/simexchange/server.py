@@ -8,7 +8,6 @@ import contextlib
 import http
 import json
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from bistouryd.background import BackgroundServer
 from bistouryd.simexchange import admin, wire
 from bistouryd.simexchange.bookgen import BookShape
 from bistouryd.simexchange.clock import ReplayClock, format_speed
@@ -350,7 +350,7 @@ class SimServer:
         }
 
 
-class SimExchange:
+class SimExchange(BackgroundServer[SimServer]):
     """A simulated exchange in a background thread, for tests::
 
     with SimExchange(SimConfig(port=0, speed=0, accounts={ADDR: 10_000})) as sim:
@@ -358,65 +358,15 @@ class SimExchange:
         sim.advance(60_000)
     """
 
+    what = "the simulated exchange"
+    stop_timeout_s = 30.0
+
     def __init__(self, config: SimConfig | None = None) -> None:
+        super().__init__()
         self.config = config if config is not None else SimConfig(port=0)
-        self._server: SimServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._ready = threading.Event()
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def server(self) -> SimServer:
-        if self._server is None:
-            raise RuntimeError("the simulated exchange is not running: call start()")
-        return self._server
-
-    def start(self, timeout: float = 60.0) -> str:
-        """Load the data, listen, and return the base URL (raises ``DataError``/``OSError``)."""
-        self._thread = threading.Thread(target=self._run, name="simexchange", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the simulated exchange did not start in time")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=30)
-        self._loop = None
-
-    def __enter__(self) -> SimExchange:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            self._server = SimServer(self.config)
-            await self._server.open()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        await self._stop.wait()
-        await self._server.close()
+    def _make(self) -> SimServer:
+        return SimServer(self.config)
 
     def _call(self, make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         if self._loop is None:
