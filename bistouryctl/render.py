@@ -139,3 +139,107 @@ def signals(found: Sequence[dict[str, Any]], header: bool = True) -> str:
         )
         lines += [f"    {line}" for line in textwrap.wrap(s["narrative"], width=96)]
     return "\n".join(lines)
+
+
+def decisions(found: Sequence[dict[str, Any]]) -> str:
+    if not found:
+        return "no decisions yet"
+    rows = []
+    for r in found:
+        d = r["decision"]
+        rows.append(
+            [
+                utc(r["ts_ms"]),
+                r["coin"],
+                d["action"],
+                f"{d['size_fraction']:.2f}",
+                f"{d['confidence']:.2f}",
+                f"{r['provider']}/{r['model']}",
+                f"${r['cost_usd']:.4f}",
+                " → ".join(f["provider"] for f in r["fallbacks"]) or "-",
+                r["id"][:10],
+            ]
+        )
+    return table(
+        ["TIME (UTC)", "COIN", "ACTION", "SIZE", "CONF", "MODEL", "COST", "FELL BACK FROM", "ID"],
+        rows,
+    )
+
+
+def decision(r: dict[str, Any]) -> str:
+    """One decision in full: what, why, who answered after which failures, the prompt."""
+    import textwrap  # here, not at the top: `bistouryctl status` must start fast
+
+    d = r["decision"]
+    stop = f"{d['stop_loss_pct']:.2%}" if d.get("stop_loss_pct") else "-"
+    target = f"{d['take_profit_pct']:.2%}" if d.get("take_profit_pct") else "-"
+    tokens = (
+        f"{r['input_tokens']} in / {r['output_tokens']} out"
+        if r.get("input_tokens") is not None
+        else "not reported"
+    )
+    lines = [
+        f"decision {r['id']}",
+        f"  time        {utc(r['ts_ms'])} UTC",
+        f"  coin        {r['coin']}",
+        f"  action      {d['action']}  size {d['size_fraction']:.2f}  stop {stop}  target {target}",
+        f"  confidence  {d['confidence']:.2f}",
+        f"  answered by {r['provider']} ({r['model']}) in {r['latency_s']:.2f} s, "
+        f"tokens {tokens}, cost ${r['cost_usd']:.4f}"
+        + (" (from the decision cache)" if r.get("cached") else ""),
+    ]
+    if r.get("contaminated"):
+        lines.append("  WARNING     the period is before the model's training cutoff")
+    for f in r["fallbacks"]:
+        lines.append(
+            f"  fell back   {f['provider']} ({f['model']}): {f['reason']} after "
+            f"{f['attempts']} attempt(s): {f['message']}"
+        )
+    lines += [
+        "",
+        "RATIONALE",
+        *textwrap.wrap(d["rationale"], 96, initial_indent="  ", subsequent_indent="  "),
+    ]
+    if d.get("contributions"):
+        lines += ["", "SIGNAL CONTRIBUTIONS"]
+        lines += [
+            f"  {c['strategy']:<16} {c['direction']:<7} weight {c['weight']:.2f}  {c['reason']}"
+            for c in d["contributions"]
+        ]
+    lines += [
+        "",
+        f"PROMPT ({r['prompt_version']}, sha256 {r['prompt_sha256'][:12]})",
+        "  system:",
+        *(f"    {line}" for line in r["prompt_system"].splitlines()),
+        "  user:",
+        *(f"    {line}" for line in r["prompt_user"].splitlines()),
+        "",
+        "RAW ANSWER",
+        *(f"  {line}" for line in (r.get("raw_answer") or "(none: the rules model)").splitlines()),
+    ]
+    return "\n".join(lines)
+
+
+def decision_stats(s: dict[str, Any]) -> str:
+    if not s or not s["total"]:
+        return "no decisions yet"
+
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
+
+    p50, p95 = s.get("latency_p50_s"), s.get("latency_p95_s")
+    return "\n".join(
+        [
+            f"decisions        {s['total']}",
+            f"by action        {counts(s['by_action'])}",
+            f"by provider      {counts(s['by_provider'])}",
+            f"fallback rate    {s['fallback_rate']:.1%}",
+            f"from the cache   {s['cached']}",
+            f"cost             ${s['cost_usd_total']:.4f} (${s['cost_usd_per_decision']:.4f} "
+            "per decision)",
+            f"latency          p50 {p50 if p50 is None else f'{p50:.2f} s'}, "
+            f"p95 {p95 if p95 is None else f'{p95:.2f} s'}",
+            f"confidence       {counts(s['confidence_buckets'])}",
+            "hit rate and P&L by confidence: once orders are executed (positions agent)",
+        ]
+    )

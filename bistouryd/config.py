@@ -33,6 +33,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bistouryd.agents import AGENTS
+from bistouryd.llm.limits import BreakerSettings, RetrySettings
+from bistouryd.llm.models import ModelOverride
 
 if TYPE_CHECKING:
     from bistouryd.strategies.base import StrategyParams
@@ -152,6 +154,25 @@ def strategy_settings(config: Config) -> dict[str, StrategyParams]:
     return {name: getattr(config.strategies, name) for name in type(config.strategies).model_fields}
 
 
+LLMBackend = Literal["openai", "anthropic", "ollama"]
+# Used when the config names a provider but no model: small, cheap, widely available.
+DEFAULT_MODELS: dict[str, str] = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+    "ollama": "llama3.1",
+}
+
+
+class ProviderConfig(Section):
+    """One language-model provider of the chain (``llm.providers.<name>``)."""
+
+    model: str = Field(default="", max_length=200, description="e.g. gpt-4o-mini, llama3.1")
+    base_url: str | None = Field(default=None, description="an OpenAI-compatible server, ...")
+    timeout_s: float | None = Field(default=None, gt=0, le=600, description="default: llm's")
+    requests_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
+    tokens_per_min: int | None = Field(default=None, ge=1, le=1_000_000_000)
+
+
 class LLMConfig(Section):
     provider: Provider = "rules"
     model: str = ""
@@ -161,6 +182,39 @@ class LLMConfig(Section):
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     fallback: list[Provider] = Field(default_factory=list)
     decision_interval_s: float = Field(default=60.0, ge=1)
+    providers: dict[LLMBackend, ProviderConfig] = Field(default_factory=dict)
+    daily_cost_cap_usd: float | None = Field(default=None, ge=0)
+    prompt_version: str = Field(default="decision_v1", pattern=r"^[a-z0-9_]+$")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    models: dict[str, ModelOverride] = Field(
+        default_factory=dict, description="price and training-cutoff overrides by model name"
+    )
+
+    @model_validator(mode="after")
+    def _each_once(self) -> LLMConfig:
+        if len(set(self.chain)) != len(self.chain):
+            raise hinted("a provider appears twice in provider + fallback", "list each once")
+        return self
+
+    @property
+    def chain(self) -> list[LLMBackend]:
+        """The language models to ask, in order; ``rules`` always ends the chain."""
+        names = [self.provider, *self.fallback]
+        cut = names.index("rules") if "rules" in names else len(names)
+        return [n for n in names[:cut] if n != "rules"]
+
+    def settings_of(self, name: LLMBackend) -> ProviderConfig:
+        """``llm.providers.<name>``; the primary falls back on ``llm.model`` and
+        ``llm.base_url``, and a provider without a model gets its default one."""
+        own = self.providers.get(name, ProviderConfig())
+        primary = name == self.provider
+        return own.model_copy(
+            update={
+                "model": own.model or (self.model if primary else "") or DEFAULT_MODELS[name],
+                "base_url": own.base_url or (self.base_url if primary else None),
+            }
+        )
 
 
 class RiskConfig(Section):
@@ -630,7 +684,11 @@ def cross_check(config: Config, secrets: Secrets, file: str) -> list[Problem]:
     for provider in dict.fromkeys((config.llm.provider, *config.llm.fallback)):
         if provider == "anthropic" and secrets.anthropic_api_key is None:
             var = "ANTHROPIC_API_KEY"
-        elif provider == "openai" and secrets.openai_api_key is None and not config.llm.base_url:
+        elif (
+            provider == "openai"
+            and secrets.openai_api_key is None
+            and not config.llm.settings_of("openai").base_url
+        ):
             var = "OPENAI_API_KEY"  # a local OpenAI-compatible server (base_url) may need none
         else:
             continue

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bistouryd.bus import CONTROL_HWM, configure
 from bistouryd.events import SysEvent
+from bistouryd.llm.record import DecisionRecord
 from bistouryd.paths import ipc
 from bistouryd.protocol import (
     COMMANDS,
@@ -36,6 +37,7 @@ from bistouryd.protocol import (
     PROTOCOL_VERSION,
 )
 from bistouryd.state import Mode, Pausable, PauseScope
+from bistouryd.storage.reports import DecisionStats
 from bistouryd.strategies.base import Signal
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,16 @@ class SignalsRequest(_Request):
     since_ms: int | None = Field(default=None, ge=0)
 
 
+class DecisionsRequest(_Request):
+    cmd: Literal["decisions"]
+    view: Literal["list", "show", "stats"] = "list"
+    limit: int = Field(default=20, ge=1, le=10_000)
+    decision_id: str | None = Field(default=None, min_length=6, max_length=64)
+    coin: str | None = Field(default=None, max_length=32)
+    provider: str | None = Field(default=None, max_length=32)
+    since_ms: int | None = Field(default=None, ge=0)
+
+
 class CollectRequest(_Request):
     cmd: Literal["collect"]
     pairs: list[str] | None = Field(default=None, max_length=500)
@@ -119,7 +131,8 @@ Request = Annotated[
     | ConfigCheckRequest
     | CollectRequest
     | DataStatusRequest
-    | SignalsRequest,
+    | SignalsRequest
+    | DecisionsRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)
@@ -216,6 +229,11 @@ class EventsResult(_Result):
 
 class SignalsResult(_Result):
     signals: list[Signal]
+
+
+class DecisionsResult(_Result):
+    decisions: list[DecisionRecord]
+    stats: DecisionStats | None = None
 
 
 class ConfigCheckResult(_Result):

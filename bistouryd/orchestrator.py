@@ -38,6 +38,8 @@ from bistouryd.control import (
     ControlError,
     ControlServer,
     DataStatusRequest,
+    DecisionsRequest,
+    DecisionsResult,
     EventsRequest,
     EventsResult,
     Handler,
@@ -65,6 +67,7 @@ from bistouryd.supervision import (
     ConfigUpdate,
     DataStatusQuery,
     DataStatusResult,
+    DecisionsQuery,
     EventsQuery,
     EventsStored,
     Init,
@@ -77,6 +80,7 @@ from bistouryd.supervision import (
     SignalsQuery,
     StoreEvents,
 )
+from bistouryd.supervision import DecisionsResult as AgentDecisionsResult
 from bistouryd.supervision import EventsResult as AgentEventsResult
 from bistouryd.supervision import SignalsResult as AgentSignalsResult
 from bistouryd.supervisor import AgentHandle, Supervisor
@@ -217,6 +221,7 @@ class Orchestrator:
             "stop": self._cmd_stop,
             "events": self._cmd_events,
             "signals": self._cmd_signals,
+            "decisions": self._cmd_decisions,
             "config-check": self._cmd_config_check,
             "collect": self._cmd_collect,
             "data-status": self._cmd_data_status,
@@ -357,7 +362,9 @@ class Orchestrator:
             _relog(h.name, msg)
         elif isinstance(msg, EventsStored):
             self.outbox.acknowledge(msg.ids)
-        elif isinstance(msg, (AgentEventsResult, DataStatusResult, AgentSignalsResult)):
+        elif isinstance(
+            msg, (AgentEventsResult, DataStatusResult, AgentSignalsResult, AgentDecisionsResult)
+        ):
             future = self._queries.pop(msg.request_id, None)
             if future is not None and not future.done():
                 future.set_result(msg)
@@ -630,6 +637,31 @@ class Orchestrator:
         )
         assert isinstance(answer, AgentSignalsResult)
         return SignalsResult(signals=answer.signals)
+
+    async def _cmd_decisions(self, req: DecisionsRequest) -> DecisionsResult:
+        if req.view == "show" and not req.decision_id:
+            raise ControlError(
+                "decisions show needs an id", "pass the id (or its first 6+ characters)"
+            )
+        answer = await self._ask_recorder(
+            lambda rid: DecisionsQuery(
+                request_id=rid,
+                view=req.view,
+                limit=req.limit,
+                id_prefix=req.decision_id,
+                coin=req.coin,
+                provider=req.provider,
+                since_ms=req.since_ms,
+            ),
+            QUERY_TIMEOUT_S,
+        )
+        assert isinstance(answer, AgentDecisionsResult)
+        if req.view == "show" and not answer.decisions:
+            raise ControlError(
+                f"no decision with an id starting {req.decision_id!r}",
+                "list them: bistouryctl decisions list",
+            )
+        return DecisionsResult(decisions=answer.decisions, stats=answer.stats)
 
     async def _cmd_config_check(self, req: ConfigCheckRequest) -> ConfigCheckResult:
         path = Path(req.path) if req.path else self.loaded.path

@@ -27,6 +27,7 @@ COMMANDS = (
     "collect",
     "data-status",
     "signals",
+    "decisions",
 )
 
 # Exit codes of bistouryctl.

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from bistouryd.bus import BusStats
 from bistouryd.config import Config
 from bistouryd.events import SysEvent
+from bistouryd.llm.record import DecisionRecord
 from bistouryd.state import Mode, Pausable
-from bistouryd.storage.reports import DataStatus
+from bistouryd.storage.reports import DataStatus, DecisionStats
 from bistouryd.strategies.base import Signal
 
 
@@ -208,7 +209,15 @@ class SignalsResult(_Msg):
     error: str | None = None
 
 
-RecorderAnswer = EventsResult | DataStatusResult | SignalsResult
+class DecisionsResult(_Msg):
+    type: Literal["decisions_result"] = "decisions_result"
+    request_id: str
+    decisions: list[DecisionRecord] = Field(default_factory=list)
+    stats: DecisionStats | None = None
+    error: str | None = None
+
+
+RecorderAnswer = EventsResult | DataStatusResult | SignalsResult | DecisionsResult
 
 
 FromAgent = Annotated[
@@ -219,7 +228,8 @@ FromAgent = Annotated[
     | EventsStored
     | EventsResult
     | DataStatusResult
-    | SignalsResult,
+    | SignalsResult
+    | DecisionsResult,
     Field(discriminator="type"),
 ]
 
@@ -286,7 +296,20 @@ class SignalsQuery(_Msg):
     since_ms: int | None = None
 
 
-RecorderQuery = EventsQuery | DataStatusQuery | SignalsQuery
+class DecisionsQuery(_Msg):
+    """``view``: the newest ``limit`` (list), one by id prefix (show), or a summary (stats)."""
+
+    type: Literal["decisions_query"] = "decisions_query"
+    request_id: str
+    view: Literal["list", "show", "stats"]
+    limit: int = 20
+    id_prefix: str | None = None
+    coin: str | None = None
+    provider: str | None = None
+    since_ms: int | None = None
+
+
+RecorderQuery = EventsQuery | DataStatusQuery | SignalsQuery | DecisionsQuery
 
 ToAgent = Annotated[
     Init
@@ -296,7 +319,8 @@ ToAgent = Annotated[
     | StoreEvents
     | EventsQuery
     | DataStatusQuery
-    | SignalsQuery,
+    | SignalsQuery
+    | DecisionsQuery,
     Field(discriminator="type"),
 ]
 

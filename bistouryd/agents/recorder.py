@@ -26,8 +26,10 @@ from pydantic import BaseModel
 from bistouryd.agents.base import Agent, run
 from bistouryd.bus import StorePuller
 from bistouryd.events import SysEvent
+from bistouryd.llm.record import DecisionRecord
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
 from bistouryd.storage.db import open_db
+from bistouryd.storage.decisions import decision_stats, get_decision, query_decisions
 from bistouryd.storage.events import query_events
 from bistouryd.storage.marketdata import BatchQueue, Item, WriteError, WriteResult, write_batch
 from bistouryd.storage.retention import RetentionSettings, refresh_views, run_retention
@@ -37,6 +39,8 @@ from bistouryd.strategies.base import Signal
 from bistouryd.supervision import (
     DataStatusQuery,
     DataStatusResult,
+    DecisionsQuery,
+    DecisionsResult,
     EventsQuery,
     EventsResult,
     EventsStored,
@@ -51,7 +55,7 @@ from bistouryd.supervision import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage, Signal)
+STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage, Signal, DecisionRecord)
 SIZES_EVERY_S = 10.0
 YIELD_EVERY = 200
 BACKLOG_BATCHES = 2  # batches queued here before the recorder stops taking more
@@ -109,6 +113,8 @@ class RecorderAgent(Agent):
             await self._answer_status(msg)
         elif isinstance(msg, SignalsQuery):
             await self._answer_signals(msg)
+        elif isinstance(msg, DecisionsQuery):
+            await self._answer_decisions(msg)
         else:
             await super().handle(msg)
 
@@ -206,6 +212,29 @@ class RecorderAgent(Agent):
             await self.send(SignalsResult(request_id=rid, signals=signals))
         except duckdb.Error as exc:
             await self.send(SignalsResult(request_id=rid, error=str(exc)))
+
+    async def _answer_decisions(self, q: DecisionsQuery) -> None:
+        await self._flush()
+        rid = q.request_id
+        try:
+            if q.view == "stats":
+                stats = await self._read(decision_stats, since_ms=q.since_ms, provider=q.provider)
+                await self.send(DecisionsResult(request_id=rid, stats=stats))
+                return
+            if q.view == "show":
+                found = await self._read(get_decision, id_prefix=q.id_prefix or "")
+                await self.send(DecisionsResult(request_id=rid, decisions=[found] if found else []))
+                return
+            records = await self._read(
+                query_decisions,
+                limit=q.limit,
+                coin=q.coin,
+                since_ms=q.since_ms,
+                provider=q.provider,
+            )
+            await self.send(DecisionsResult(request_id=rid, decisions=records))
+        except (duckdb.Error, ValueError) as exc:
+            await self.send(DecisionsResult(request_id=rid, error=str(exc)))
 
     async def _answer_status(self, query: DataStatusQuery) -> None:
         rid = query.request_id

@@ -36,11 +36,22 @@ import duckdb
 import pyarrow as pa
 
 from bistouryd.events import SysEvent
+from bistouryd.llm.record import DecisionRecord
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
 from bistouryd.storage.events import insert_events
 from bistouryd.strategies.base import Signal
 
-Item = Candle | L2Book | Trades | AssetCtx | FundingRate | RawMessage | SysEvent | Signal
+Item = (
+    Candle
+    | L2Book
+    | Trades
+    | AssetCtx
+    | FundingRate
+    | RawMessage
+    | SysEvent
+    | Signal
+    | DecisionRecord
+)
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,8 @@ def table_of(item: Item) -> str:
         return RAW.name
     if isinstance(item, Signal):
         return "signals"
+    if isinstance(item, DecisionRecord):
+        return "decisions"
     return "sys_events"
 
 
@@ -447,6 +460,11 @@ def write_batch(
             from bistouryd.storage.signals import insert_signals
 
             insert_signals(con, signals, result)
+        decisions: list[DecisionRecord] = groups.get("decisions", [])
+        if decisions:
+            from bistouryd.storage.decisions import insert_decisions
+
+            insert_decisions(con, decisions, result)
         events: list[SysEvent] = groups.get("sys_events", [])
         if events:
             insert_events(con, events)

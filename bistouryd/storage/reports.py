@@ -6,7 +6,7 @@ Kept apart from the code that computes them so that the orchestrator, which rela
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class Gap(BaseModel):
@@ -41,3 +41,27 @@ class DataStatus(BaseModel):
     gaps_since_ts_ms: int | None
     tables: dict[str, int]  # rows per table, DuckDB and Parquet together
     series: list[SeriesStatus]
+
+
+class DecisionStats(BaseModel):
+    """A summary of stored decisions (``bistoury decisions stats``).
+
+    ``fallback_rate``: the share of decisions with at least one fallback step (a provider
+    that failed or was skipped first). ``latency_*_s``: continuous quantiles, None when
+    there are no decisions. ``confidence_buckets``: decisions per confidence range,
+    [0, 0.25), [0.25, 0.5), [0.5, 0.75), [0.75, 1]. Hit rate and realised P&L are not
+    here: they need the positions the decisions led to, and come with them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: int
+    by_action: dict[str, int]
+    by_provider: dict[str, int]
+    cached: int
+    fallback_rate: float
+    cost_usd_total: float
+    cost_usd_per_decision: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    confidence_buckets: dict[str, int]

@@ -1,0 +1,287 @@
+"""Writing and reading the ``decisions`` table (the recorder stores every ``DecisionRecord``).
+
+The decision is flattened into columns (``action`` … ``rationale``); its ``coin`` is the
+record's (a provider answer for another coin never becomes a decision). Contributions,
+fallback steps and signal ids are JSON arrays. Besides listing (``query_decisions``) and
+``bistoury decisions show`` (``get_decision``), the table backs the decision cache
+(``cached_decision``) and the summary ``decision_stats``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from bistouryd.llm.decision import SignalContribution, TradeDecision
+from bistouryd.llm.record import DecisionRecord, FallbackStep
+from bistouryd.storage.marketdata import TableSpec, WriteResult, _columns, _insert
+from bistouryd.storage.reports import DecisionStats
+
+DECISIONS = TableSpec(
+    name="decisions",
+    schema=pa.schema(
+        [
+            ("id", pa.string()),
+            ("ts_ms", pa.int64()),
+            ("coin", pa.string()),
+            ("action", pa.string()),
+            ("size_fraction", pa.float64()),
+            ("stop_loss_pct", pa.float64()),
+            ("take_profit_pct", pa.float64()),
+            ("confidence", pa.float64()),
+            ("rationale", pa.string()),
+            ("contributions", pa.string()),
+            ("provider", pa.string()),
+            ("model", pa.string()),
+            ("prompt_version", pa.string()),
+            ("prompt_sha256", pa.string()),
+            ("prompt_system", pa.string()),
+            ("prompt_user", pa.string()),
+            ("raw_answer", pa.string()),
+            ("latency_s", pa.float64()),
+            ("input_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("cost_usd", pa.float64()),
+            ("fallbacks", pa.string()),
+            ("signal_ids", pa.string()),
+            ("cached", pa.bool_()),
+            ("contaminated", pa.bool_()),
+        ]
+    ),
+    key=("id",),
+    time_column="ts_ms",
+    conflict="ignore",
+    valid_sql=" AND ".join(
+        (
+            "length(id) > 0",
+            "ts_ms > 0",
+            "length(coin) > 0",
+            "action IN ('open_long', 'open_short', 'close', 'reduce', 'hold')",
+            "size_fraction BETWEEN 0 AND 1",
+            "(stop_loss_pct IS NULL OR (stop_loss_pct > 0 AND stop_loss_pct <= 0.5))",
+            "(take_profit_pct IS NULL OR (take_profit_pct > 0 AND take_profit_pct <= 2))",
+            "confidence BETWEEN 0 AND 1",
+            "length(rationale) > 0",
+            "contributions IS NOT NULL",
+            "length(provider) > 0",
+            "length(model) > 0",
+            "prompt_version IS NOT NULL",
+            "prompt_sha256 IS NOT NULL",
+            "prompt_system IS NOT NULL",
+            "prompt_user IS NOT NULL",
+            "raw_answer IS NOT NULL",
+            "(latency_s >= 0 AND isfinite(latency_s))",
+            "(input_tokens IS NULL OR input_tokens >= 0)",
+            "(output_tokens IS NULL OR output_tokens >= 0)",
+            "(cost_usd >= 0 AND isfinite(cost_usd))",
+            "fallbacks IS NOT NULL",
+            "signal_ids IS NOT NULL",
+            "cached IS NOT NULL",
+            "contaminated IS NOT NULL",
+        )
+    ),
+)
+_COLUMNS = ", ".join(DECISIONS.columns)
+MIN_PREFIX = 6
+RULES = "rules"
+# Confidence buckets of ``decision_stats``: [low, high), the last one closed.
+CONFIDENCE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("0-0.25", 0.0, 0.25),
+    ("0.25-0.5", 0.25, 0.5),
+    ("0.5-0.75", 0.5, 0.75),
+    ("0.75-1", 0.75, 1.0),
+)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def insert_decisions(
+    con: duckdb.DuckDBPyConnection, records: Sequence[DecisionRecord], result: WriteResult
+) -> None:
+    """Inside the caller's transaction; a decision already stored (same id) is skipped."""
+    decisions = [r.decision for r in records]
+    given: dict[str, list[Any]] = {
+        name: [getattr(d, name) for d in decisions]
+        for name in (
+            "action",
+            "size_fraction",
+            "stop_loss_pct",
+            "take_profit_pct",
+            "confidence",
+            "rationale",
+        )
+    }
+    given["contributions"] = [
+        _json([c.model_dump(mode="json") for c in d.contributions]) for d in decisions
+    ]
+    given["fallbacks"] = [_json([f.model_dump(mode="json") for f in r.fallbacks]) for r in records]
+    given["signal_ids"] = [_json(list(r.signal_ids)) for r in records]
+    _insert(con, DECISIONS, _columns(records, DECISIONS, **given), result)
+
+
+def _record(row: tuple[Any, ...]) -> DecisionRecord:
+    r = dict(zip(DECISIONS.columns, row, strict=True))
+    decision = TradeDecision(
+        coin=r["coin"],
+        action=r["action"],
+        size_fraction=r["size_fraction"],
+        stop_loss_pct=r["stop_loss_pct"],
+        take_profit_pct=r["take_profit_pct"],
+        confidence=r["confidence"],
+        rationale=r["rationale"],
+        contributions=[SignalContribution(**c) for c in json.loads(r["contributions"])],
+    )
+    return DecisionRecord(
+        id=r["id"],
+        ts_ms=r["ts_ms"],
+        coin=r["coin"],
+        decision=decision,
+        provider=r["provider"],
+        model=r["model"],
+        prompt_version=r["prompt_version"],
+        prompt_sha256=r["prompt_sha256"],
+        prompt_system=r["prompt_system"],
+        prompt_user=r["prompt_user"],
+        raw_answer=r["raw_answer"],
+        latency_s=r["latency_s"],
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        cost_usd=r["cost_usd"],
+        fallbacks=[FallbackStep(**f) for f in json.loads(r["fallbacks"])],
+        signal_ids=json.loads(r["signal_ids"]),
+        cached=r["cached"],
+        contaminated=r["contaminated"],
+    )
+
+
+def _where(
+    *, coin: str | None = None, since_ms: int | None = None, provider: str | None = None
+) -> tuple[str, list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (("coin", coin), ("provider", provider)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since_ms is not None:
+        where.append("ts_ms >= ?")
+        params.append(since_ms)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def query_decisions(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    limit: int,
+    coin: str | None = None,
+    since_ms: int | None = None,
+    provider: str | None = None,
+) -> list[DecisionRecord]:
+    """The newest ``limit`` decisions (oldest first), optionally of one coin or provider."""
+    clause, params = _where(coin=coin, since_ms=since_ms, provider=provider)
+    rows = con.execute(
+        f"SELECT {_COLUMNS} FROM decisions {clause} ORDER BY ts_ms DESC, id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [_record(r) for r in reversed(rows)]
+
+
+def get_decision(con: duckdb.DuckDBPyConnection, id_prefix: str) -> DecisionRecord | None:
+    """The decision whose id starts with ``id_prefix`` (at least 6 characters), or None.
+
+    Raises ``ValueError`` if the prefix is too short, or matches several decisions (the
+    message names them, up to 10).
+    """
+    if len(id_prefix) < MIN_PREFIX:
+        raise ValueError(
+            f"decision id prefix {id_prefix!r} is too short: give at least {MIN_PREFIX} characters"
+        )
+    rows = con.execute(
+        f"SELECT {_COLUMNS} FROM decisions WHERE starts_with(id, ?) ORDER BY id LIMIT 11",
+        [id_prefix],
+    ).fetchall()
+    if not rows:
+        return None
+    if len(rows) > 1:
+        ids = ", ".join(str(r[0]) for r in rows[:10]) + (", …" if len(rows) > 10 else "")
+        raise ValueError(f"decision id prefix {id_prefix!r} is ambiguous: matches {ids}")
+    return _record(rows[0])
+
+
+def cached_decision(
+    con: duckdb.DuckDBPyConnection,
+    provider: str,
+    model: str,
+    prompt_version: str,
+    prompt_sha256: str,
+) -> DecisionRecord | None:
+    """The newest stored decision by ``provider``/``model`` for exactly this prompt (same
+    version and hash), for reproducible replays; None if there is none. Decisions of the
+    ``rules`` fallback are never cached: they are cheap to recompute and not a model's."""
+    if provider == RULES:
+        return None
+    row = con.execute(
+        f"SELECT {_COLUMNS} FROM decisions"
+        " WHERE prompt_sha256 = ? AND provider = ? AND model = ? AND prompt_version = ?"
+        " AND provider <> ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        [prompt_sha256, provider, model, prompt_version, RULES],
+    ).fetchone()
+    return _record(row) if row else None
+
+
+def decision_stats(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since_ms: int | None = None,
+    provider: str | None = None,
+) -> DecisionStats:
+    """Counts, fallback rate, cost, latency and confidence of the decisions since
+    ``since_ms`` (all by default), optionally of one provider."""
+    clause, params = _where(since_ms=since_ms, provider=provider)
+    buckets = ", ".join(
+        f"count(*) FILTER (WHERE confidence >= {low} AND confidence "
+        f"{'<=' if high >= 1 else '<'} {high})"
+        for _, low, high in CONFIDENCE_BUCKETS
+    )
+    row = con.execute(
+        "SELECT count(*),"
+        " count(*) FILTER (WHERE cached),"
+        " count(*) FILTER (WHERE json_array_length(fallbacks) > 0),"
+        " coalesce(sum(cost_usd), 0),"
+        " quantile_cont(latency_s, 0.5),"
+        " quantile_cont(latency_s, 0.95),"
+        f" {buckets}"
+        f" FROM decisions {clause}",
+        params,
+    ).fetchone()
+    assert row is not None  # an aggregate always returns one row
+    total, cached, with_fallbacks, cost, p50, p95 = row[:6]
+
+    def counts(column: str) -> dict[str, int]:
+        rows = con.execute(
+            f"SELECT {column}, count(*) FROM decisions {clause} GROUP BY {column}"
+            f" ORDER BY count(*) DESC, {column}",
+            params,
+        ).fetchall()
+        return {str(k): int(n) for k, n in rows}
+
+    return DecisionStats(
+        total=int(total),
+        by_action=counts("action"),
+        by_provider=counts("provider"),
+        cached=int(cached),
+        fallback_rate=with_fallbacks / total if total else 0.0,
+        cost_usd_total=float(cost),
+        cost_usd_per_decision=float(cost) / total if total else 0.0,
+        latency_p50_s=None if p50 is None else float(p50),
+        latency_p95_s=None if p95 is None else float(p95),
+        confidence_buckets={
+            name: int(n) for (name, _, _), n in zip(CONFIDENCE_BUCKETS, row[6:], strict=True)
+        },
+    )
