@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import foundation, ingest, report, signals
+from bench import foundation, ingest, llm, report, signals
 from bench.foundation import SuiteResult
 from bench.procs import REPO, BenchError, short_tmpdir
 from bench.stats import Figure
@@ -18,6 +18,7 @@ SUITES: dict[str, Callable[[Log], SuiteResult]] = {
     "foundation": foundation.run,
     "ingest": ingest.run,
     "signals": signals.run,
+    "llm": llm.run,
 }
 
 

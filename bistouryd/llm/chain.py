@@ -17,9 +17,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
 
 from bistouryd.llm.decision import TradeDecision
 from bistouryd.llm.limits import (
@@ -35,7 +35,13 @@ from bistouryd.llm.limits import (
 )
 from bistouryd.llm.models import ModelInfo, cost_usd
 from bistouryd.llm.prompt import Prompt
-from bistouryd.llm.providers import ProviderError, ProviderSettings, ask, chat_model
+from bistouryd.llm.providers import (
+    ProviderError,
+    ProviderSettings,
+    ask,
+    chat_model,
+    structured_output,
+)
 from bistouryd.llm.rules import PositionSide, RulesParams, decide
 from bistouryd.strategies.base import Signal
 
@@ -79,7 +85,7 @@ class Slot:
     limiter: RateLimiter
     breaker: CircuitBreaker
     retry: RetryPolicy
-    model: BaseChatModel | None = field(default=None, repr=False)
+    runnable: Runnable[Any, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -106,10 +112,11 @@ class Slot:
             return self.settings.provider != "ollama"
         return self.info.input_usd_per_mtok > 0 or self.info.output_usd_per_mtok > 0
 
-    def chat(self) -> BaseChatModel:
-        if self.model is None:
-            self.model = chat_model(self.settings)
-        return self.model
+    def structured(self) -> Runnable[Any, Any]:
+        """The client, built on first use and kept (with its connections)."""
+        if self.runnable is None:
+            self.runnable = structured_output(chat_model(self.settings))
+        return self.runnable
 
 
 class DecisionChain:
@@ -189,7 +196,7 @@ class DecisionChain:
                 return None
             attempt += 1
             try:
-                answer = await ask(slot.chat(), prompt.system, prompt.user, coin)
+                answer = await ask(slot.structured(), prompt.system, prompt.user, coin)
             except ProviderError as exc:
                 slot.limiter.settle(0, prompt.input_tokens_estimate)
                 slot.breaker.record_failure(self.clock())

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable
 from pydantic import SecretStr
 
 from bistouryd.llm.decision import TradeDecision
@@ -101,14 +102,20 @@ def chat_model(settings: ProviderSettings) -> BaseChatModel:
     )
 
 
-async def ask(model: BaseChatModel, system: str, user: str, coin: str) -> Answer:
-    """One decision about ``coin`` from ``model``; raises ``ProviderError``.
+def structured_output(model: BaseChatModel) -> Runnable[Any, Any]:
+    """``model`` answering ``TradeDecision``s, raw message included. Building it costs a
+    millisecond or two (the schema conversion), so callers keep it."""
+    return model.with_structured_output(TradeDecision, include_raw=True)
+
+
+async def ask(structured: Runnable[Any, Any], system: str, user: str, coin: str) -> Answer:
+    """One decision about ``coin`` from a ``structured_output`` runnable; raises
+    ``ProviderError``.
 
     An answer that does not validate, or decides for another coin, is sent back once
     with what was wrong; some clients report it as a parsing error, others raise it, and
     a tool call that does not parse comes back as no decision at all.
     """
-    structured = model.with_structured_output(TradeDecision, include_raw=True)
     messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(user)]
     started = time.monotonic()
     tokens_in = tokens_out = 0

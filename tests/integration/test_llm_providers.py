@@ -13,7 +13,14 @@ from pydantic import SecretStr
 
 from bistouryd.llm.decision import TradeDecision
 from bistouryd.llm.fakeprovider import FakeProvider, hold
-from bistouryd.llm.providers import Answer, ProviderError, ProviderSettings, ask, chat_model
+from bistouryd.llm.providers import (
+    Answer,
+    ProviderError,
+    ProviderSettings,
+    ask,
+    chat_model,
+    structured_output,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +72,7 @@ def settings(fake: FakeProvider, provider: str, timeout_s: float = 5.0) -> Provi
 
 
 def run(fake: FakeProvider, provider: str, timeout_s: float = 5.0) -> Answer:
-    model = chat_model(settings(fake, provider, timeout_s))
+    model = structured_output(chat_model(settings(fake, provider, timeout_s)))
     assert _loop is not None
     return _loop.run_until_complete(ask(model, "You decide.", "Decide for BTC.", "BTC"))
 
@@ -138,8 +145,8 @@ def test_http_failures_have_their_kind(fake: FakeProvider, provider: str) -> Non
 def test_an_unreachable_provider_is_a_connection_failure() -> None:
     with FakeProvider() as gone:
         url = gone.url
-    model = chat_model(
-        ProviderSettings(provider="openai", model="gpt-4o-mini", base_url=f"{url}/v1")
+    model = structured_output(
+        chat_model(ProviderSettings(provider="openai", model="gpt-4o-mini", base_url=f"{url}/v1"))
     )
     assert _loop is not None
     with pytest.raises(ProviderError) as caught:
