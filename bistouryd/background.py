@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from abc import ABC, abstractmethod
 from typing import Generic, Protocol, TypeVar
 
 
@@ -25,7 +26,7 @@ S = TypeVar("S", bound=Server)
 B = TypeVar("B", bound="BackgroundServer[Server]")
 
 
-class BackgroundServer(Generic[S]):
+class BackgroundServer(ABC, Generic[S]):
     what = "the server"  # for messages: "the simulated exchange", ...
     stop_timeout_s = 10.0
 
@@ -37,8 +38,9 @@ class BackgroundServer(Generic[S]):
         self._error: BaseException | None = None
         self._ready = threading.Event()
 
+    @abstractmethod
     def _make(self) -> S:
-        raise NotImplementedError
+        """The server to run (built in the background thread, on its loop)."""
 
     @property
     def server(self) -> S:

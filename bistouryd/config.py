@@ -191,6 +191,16 @@ class LLMConfig(Section):
         default_factory=dict, description="price and training-cutoff overrides by model name"
     )
 
+    @field_validator("prompt_version")
+    @classmethod
+    def _known_prompt(cls, version: str) -> str:
+        from bistouryd.llm.prompt import available_versions
+
+        known = available_versions()
+        if version not in known:
+            raise hinted(f"no prompt template {version!r}", f"use one of: {', '.join(known)}")
+        return version
+
     @model_validator(mode="after")
     def _each_once(self) -> LLMConfig:
         if len(set(self.chain)) != len(self.chain):

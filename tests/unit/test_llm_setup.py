@@ -85,3 +85,9 @@ def test_a_provider_without_its_key_is_refused_when_loading() -> None:
 @pytest.mark.parametrize("text", ["", "llm:\n  provider: rules\n"])
 def test_the_default_is_rules_alone(text: str) -> None:
     assert build_chain(parse_config_text(text).llm, Secrets()).slots == []
+
+
+def test_an_unknown_prompt_version_is_refused_with_the_known_ones() -> None:
+    problem = only(problems_of("llm:\n  prompt_version: decision_v9\n"))
+    assert problem.message == "no prompt template 'decision_v9'"
+    assert problem.hint == "use one of: decision_v1"
