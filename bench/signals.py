@@ -19,16 +19,15 @@ them is not measured.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import psutil
 import zmq.asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.daemon import Daemon
+from bench.firehose import scrape, total
 from bench.foundation import SuiteResult
 from bench.procs import BenchError
 from bench.stats import Aim, Dist, Figure, compare
@@ -271,13 +270,8 @@ def _ladder(
 
 
 def _counters(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    found = {"events": 0.0, "dropped": 0.0}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "bistoury_signal_events_total":
-                found["events"] += s.value
-            elif s.name == "bistoury_bus_dropped_total":
-                found["dropped"] += s.value
-    return found
+    samples = scrape(url)
+    return {
+        "events": total(samples, "bistoury_signal_events_total"),
+        "dropped": total(samples, "bistoury_bus_dropped_total"),
+    }

@@ -12,7 +12,7 @@ from typing import Any
 from bistouryctl import render
 from bistouryctl.commands.common import Failure, call, emit, read_db
 from bistouryctl.commands.daemon import parse_since, positive
-from bistouryd.protocol import EXIT_FAILED
+from bistouryd.protocol import EXIT_FAILED, EXIT_USAGE
 
 TIMEOUT_S = 8.0
 
@@ -20,7 +20,9 @@ TIMEOUT_S = 8.0
 def decisions(args: argparse.Namespace) -> int:
     view = args.view
     if view == "show" and not args.id:
-        raise Failure(2, "decisions show needs an ID", "list them: bistouryctl decisions list")
+        raise Failure(
+            EXIT_USAGE, "decisions show needs an ID", "list them: bistouryctl decisions list"
+        )
     result = _offline(args) if args.db else _ask(args)
     if view == "show":
         if not result["decisions"]:

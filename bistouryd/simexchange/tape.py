@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import orjson
 
-from bistouryd.market import INTERVAL_MS, FundingRate, MarketEvent, parse_ws_message
+from bistouryd.market import INTERVAL_MS, MarketEvent, parse_ws_message
 from bistouryd.simexchange.config import SimConfig
 from bistouryd.simexchange.replay import STEP_MS
 from bistouryd.simexchange.server import SimServer
@@ -80,17 +80,13 @@ def market_tape(
             nxt = t + STEP_MS
             now_ms[0] = nxt
             loop.run_until_complete(engine.advance_to(nxt))
-            for coin, state in engine.coins.items():
-                capture.events += _settled(state.feed.funding_history(t + 1, nxt), coin)
+            for state in engine.coins.values():
+                capture.events += state.feed.funding_history(t + 1, nxt)
             yield from capture.events
             capture.events = []
             t = nxt
     finally:
         loop.close()
-
-
-def _settled(rates: list[FundingRate], coin: str) -> list[FundingRate]:
-    return [r for r in rates if r.coin == coin]
 
 
 def _time(event: MarketEvent) -> int:

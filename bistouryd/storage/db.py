@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -139,3 +140,38 @@ def open_db(
         con.close()
         raise
     return con
+
+
+def newest_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Sequence[str],
+    *,
+    limit: int,
+    since_ms: int | None = None,
+    equal: Mapping[str, object | None] | None = None,
+    any_of: tuple[str, Sequence[object]] | None = None,
+) -> list[tuple[Any, ...]]:
+    """The newest ``limit`` rows of ``table`` by ``ts_ms`` (then ``id``), oldest first:
+    from ``since_ms`` on, where each ``equal`` column that is not None matches, and the
+    ``any_of`` column is one of its values (when given any). The listings of the client
+    (events, signals, decisions) all read this way."""
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (equal or {}).items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since_ms is not None:
+        where.append("ts_ms >= ?")
+        params.append(since_ms)
+    if any_of is not None and any_of[1]:
+        column, values = any_of
+        where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+        params.extend(values)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = con.execute(
+        f"SELECT {', '.join(columns)} FROM {table} {clause} ORDER BY ts_ms DESC, id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return list(reversed(rows))

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from bistouryd.llm.decision import SignalContribution, TradeDecision
-from bistouryd.llm.record import DecisionRecord, FallbackStep
+from bistouryd.llm.record import DecisionRecord
+from bistouryd.storage.db import newest_rows
 from bistouryd.storage.marketdata import TableSpec, WriteResult, _columns, _insert
 from bistouryd.storage.reports import DecisionStats
 
@@ -101,21 +101,24 @@ def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+_DECISION_FIELDS = (
+    "coin",
+    "action",
+    "size_fraction",
+    "stop_loss_pct",
+    "take_profit_pct",
+    "confidence",
+    "rationale",
+)
+
+
 def insert_decisions(
     con: duckdb.DuckDBPyConnection, records: Sequence[DecisionRecord], result: WriteResult
 ) -> None:
     """Inside the caller's transaction; a decision already stored (same id) is skipped."""
     decisions = [r.decision for r in records]
     given: dict[str, list[Any]] = {
-        name: [getattr(d, name) for d in decisions]
-        for name in (
-            "action",
-            "size_fraction",
-            "stop_loss_pct",
-            "take_profit_pct",
-            "confidence",
-            "rationale",
-        )
+        name: [getattr(d, name) for d in decisions] for name in _DECISION_FIELDS[1:]
     }
     given["contributions"] = [
         _json([c.model_dump(mode="json") for c in d.contributions]) for d in decisions
@@ -127,52 +130,13 @@ def insert_decisions(
 
 def _record(row: tuple[Any, ...]) -> DecisionRecord:
     r = dict(zip(DECISIONS.columns, row, strict=True))
-    decision = TradeDecision(
-        coin=r["coin"],
-        action=r["action"],
-        size_fraction=r["size_fraction"],
-        stop_loss_pct=r["stop_loss_pct"],
-        take_profit_pct=r["take_profit_pct"],
-        confidence=r["confidence"],
-        rationale=r["rationale"],
-        contributions=[SignalContribution(**c) for c in json.loads(r["contributions"])],
-    )
-    return DecisionRecord(
-        id=r["id"],
-        ts_ms=r["ts_ms"],
-        coin=r["coin"],
-        decision=decision,
-        provider=r["provider"],
-        model=r["model"],
-        prompt_version=r["prompt_version"],
-        prompt_sha256=r["prompt_sha256"],
-        prompt_system=r["prompt_system"],
-        prompt_user=r["prompt_user"],
-        raw_answer=r["raw_answer"],
-        latency_s=r["latency_s"],
-        input_tokens=r["input_tokens"],
-        output_tokens=r["output_tokens"],
-        cost_usd=r["cost_usd"],
-        fallbacks=[FallbackStep(**f) for f in json.loads(r["fallbacks"])],
-        signal_ids=json.loads(r["signal_ids"]),
-        cached=r["cached"],
-        contaminated=r["contaminated"],
-    )
-
-
-def _where(
-    *, coin: str | None = None, since_ms: int | None = None, provider: str | None = None
-) -> tuple[str, list[object]]:
-    where: list[str] = []
-    params: list[object] = []
-    for column, value in (("coin", coin), ("provider", provider)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if since_ms is not None:
-        where.append("ts_ms >= ?")
-        params.append(since_ms)
-    return (f"WHERE {' AND '.join(where)}" if where else ""), params
+    decision = {name: r[name] for name in _DECISION_FIELDS}
+    decision["contributions"] = json.loads(r.pop("contributions"))
+    for name in _DECISION_FIELDS[1:]:
+        del r[name]
+    for name in ("fallbacks", "signal_ids"):
+        r[name] = json.loads(r[name])
+    return DecisionRecord.model_validate({**r, "decision": decision})
 
 
 def query_decisions(
@@ -184,12 +148,11 @@ def query_decisions(
     provider: str | None = None,
 ) -> list[DecisionRecord]:
     """The newest ``limit`` decisions (oldest first), optionally of one coin or provider."""
-    clause, params = _where(coin=coin, since_ms=since_ms, provider=provider)
-    rows = con.execute(
-        f"SELECT {_COLUMNS} FROM decisions {clause} ORDER BY ts_ms DESC, id DESC LIMIT ?",
-        [*params, limit],
-    ).fetchall()
-    return [_record(r) for r in reversed(rows)]
+    equal = {"coin": coin, "provider": provider}
+    rows = newest_rows(
+        con, "decisions", DECISIONS.columns, limit=limit, since_ms=since_ms, equal=equal
+    )
+    return [_record(r) for r in rows]
 
 
 def get_decision(con: duckdb.DuckDBPyConnection, id_prefix: str) -> DecisionRecord | None:
@@ -243,7 +206,10 @@ def decision_stats(
 ) -> DecisionStats:
     """Counts, fallback rate, cost, latency and confidence of the decisions since
     ``since_ms`` (all by default), optionally of one provider."""
-    clause, params = _where(since_ms=since_ms, provider=provider)
+    conditions = [("ts_ms >= ?", since_ms), ("provider = ?", provider)]
+    params: list[object] = [value for _, value in conditions if value is not None]
+    used = [sql for sql, value in conditions if value is not None]
+    clause = f"WHERE {' AND '.join(used)}" if used else ""
     buckets = ", ".join(
         f"count(*) FILTER (WHERE confidence >= {low} AND confidence "
         f"{'<=' if high >= 1 else '<'} {high})"

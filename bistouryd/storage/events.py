@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import duckdb
 
 from bistouryd.events import SysEvent
+from bistouryd.storage.db import newest_rows
 
 _COLUMNS = ("id", "ts_ms", "kind", "level", "source", "message", "details")
 
@@ -39,20 +40,9 @@ def query_events(
     kinds: Sequence[str] = (),
 ) -> list[SysEvent]:
     """The newest ``limit`` events (oldest first), optionally since a time and of some kinds."""
-    where: list[str] = []
-    params: list[object] = []
-    if since_ms is not None:
-        where.append("ts_ms >= ?")
-        params.append(since_ms)
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-        params.extend(kinds)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = con.execute(
-        f"SELECT {', '.join(_COLUMNS)} FROM sys_events {clause} "
-        "ORDER BY ts_ms DESC, id DESC LIMIT ?",
-        [*params, limit],
-    ).fetchall()
+    rows = newest_rows(
+        con, "sys_events", _COLUMNS, limit=limit, since_ms=since_ms, any_of=("kind", kinds)
+    )
     return [
         SysEvent(
             id=r[0],
@@ -63,5 +53,5 @@ def query_events(
             message=r[5],
             details=json.loads(r[6]),
         )
-        for r in reversed(rows)
+        for r in rows
     ]

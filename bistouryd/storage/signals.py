@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 
+from bistouryd.storage.db import newest_rows
 from bistouryd.storage.marketdata import TableSpec, WriteResult, _columns, _insert
 from bistouryd.strategies.base import Signal
 
@@ -41,7 +42,6 @@ SIGNALS = TableSpec(
         )
     ),
 )
-_COLUMNS = ", ".join(SIGNALS.columns)
 
 
 def insert_signals(
@@ -61,20 +61,8 @@ def query_signals(
     since_ms: int | None = None,
 ) -> list[Signal]:
     """The newest ``limit`` signals (oldest first), optionally of one coin or strategy."""
-    where: list[str] = []
-    params: list[object] = []
-    for column, value in (("coin", coin), ("strategy", strategy)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if since_ms is not None:
-        where.append("ts_ms >= ?")
-        params.append(since_ms)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = con.execute(
-        f"SELECT {_COLUMNS} FROM signals {clause} ORDER BY ts_ms DESC, id DESC LIMIT ?",
-        [*params, limit],
-    ).fetchall()
+    equal = {"coin": coin, "strategy": strategy}
+    rows = newest_rows(con, "signals", SIGNALS.columns, limit=limit, since_ms=since_ms, equal=equal)
     return [
         Signal(
             id=r[0],
@@ -87,5 +75,5 @@ def query_signals(
             narrative=r[7],
             features=json.loads(r[8]),
         )
-        for r in reversed(rows)
+        for r in rows
     ]
