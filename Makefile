@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make install         create $(VENV) and install bistoury with its dev tools"
-	@echo "make demo            start the daemon in the foreground with etc/config.yaml"
+	@echo "make demo            start the daemon against the simulated exchange (LLM=fake: a fake OpenAI server)"
 	@echo "make test            run the test suite (unit + integration)"
 	@echo "make lint            ruff + mypy"
 	@echo "make bench           run the benchmarks, write bench/results/*.json"
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	@scripts/demo.sh
+	@LLM=$(LLM) scripts/demo.sh
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 test: $(STAMP)

@@ -3,10 +3,10 @@
 1. The ``rules`` model: ``decide`` on snapshots of the latest signals of each coin, taken
    from two hours of the bundled real data through every strategy (``market_tape``).
 2. Around a provider call: building the prompt and the ``DecisionRecord`` (in process),
-   and ``DecisionChain.decide`` through each real LangChain client against the local fake
-   provider, next to the same request body replayed with a bare ``httpx`` client to the
-   same server in the same run: the difference is what the client stack and our parsing
-   add to the server's own response time.
+   and ``Trader.decide`` (prompt, the chain through each real LangChain client against the
+   local fake provider, parsing, record) next to the same request body replayed with a
+   bare ``httpx`` client to the same server in the same run: the difference is what the
+   agent's work and the client stack add to the server's own response time.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from bistouryd.llm.fakeprovider import FakeProvider, LlmRequest
 from bistouryd.llm.limits import BreakerSettings, DailyCostCap, RateLimits, RetrySettings
 from bistouryd.llm.models import lookup
 from bistouryd.llm.prompt import Prompt, build_prompt
-from bistouryd.llm.providers import ProviderSettings
 from bistouryd.llm.record import DecisionRecord
 from bistouryd.llm.rules import decide
+from bistouryd.llm.settings import ProviderSettings
+from bistouryd.llm.trader import Trader, TraderSettings
+from bistouryd.portfolio import PortfolioSnapshot
 from bistouryd.simexchange.config import SimConfig
 from bistouryd.simexchange.tape import market_tape
 from bistouryd.strategies.base import Signal
@@ -50,9 +52,8 @@ def run(log: Log) -> SuiteResult:
     snapshots = signal_snapshots()
     log(f"llm: {len(snapshots)} signal snapshots")
     in_process(result, snapshots, log)
-    prompt = make_prompt(snapshots[-1])
     for provider in MODELS:
-        provider_overhead(result, provider, prompt, snapshots[-1], log)
+        provider_overhead(result, provider, snapshots[-1], log)
     return result
 
 
@@ -121,10 +122,8 @@ def in_process(result: SuiteResult, snapshots: list[Snapshot], log: Log) -> None
     result.details["in_process"] = {"snapshots": len(snapshots), "rounds": RULES_ROUNDS}
 
 
-def provider_overhead(
-    result: SuiteResult, provider: str, prompt: Prompt, snapshot: Snapshot, log: Log
-) -> None:
-    coin, signals, _ = snapshot
+def provider_overhead(result: SuiteResult, provider: str, snapshot: Snapshot, log: Log) -> None:
+    coin, signals, ts_ms = snapshot
     answer = {
         "coin": coin,
         "action": "open_long",
@@ -149,33 +148,38 @@ def provider_overhead(
             RetrySettings(),
             BreakerSettings(),
         )
-        chain = DecisionChain([slot], DailyCostCap(None))
+        # The bundled data may predate a model's cutoff; this measures speed, not skill.
+        chain = DecisionChain([slot], DailyCostCap(None), allow_contaminated=True)
+        trader = Trader(
+            chain, PortfolioSnapshot.assumed_flat(ts_ms, 10_000, 50, 3), TraderSettings()
+        )
+        for signal in signals.values():
+            trader.observe(signal)
         loop = asyncio.new_event_loop()
         try:
             calls = [
-                _timed(lambda: loop.run_until_complete(_decide(chain, prompt, coin, signals)))
-                for _ in range(CALLS)
+                _timed(lambda: loop.run_until_complete(_decide(trader, coin))) for _ in range(CALLS)
             ]
         finally:
             loop.close()
         sent: LlmRequest = fake.requests[-1]
         bare = _bare(f"{fake.url}{sent.path}", sent.body)
-    d_chain = Dist.of(f"{provider}: DecisionChain.decide", "ms", calls, 1e-6)
+    d_trader = Dist.of(f"{provider}: Trader.decide (prompt, call, record)", "ms", calls, 1e-6)
     d_bare = Dist.of(f"{provider}: same request, bare httpx", "ms", bare, 1e-6)
-    result.add(f"provider_{provider}", {"chain": d_chain, "bare": d_bare})
-    overhead_ms = d_chain.p50 - d_bare.p50
-    log(f"llm: {provider}: decide p50 {d_chain.p50} ms vs bare {d_bare.p50} ms")
+    result.add(f"provider_{provider}", {"trader": d_trader, "bare": d_bare})
+    overhead_ms = d_trader.p50 - d_bare.p50
+    log(f"llm: {provider}: decide p50 {d_trader.p50} ms vs bare {d_bare.p50} ms")
     result.figures += [
         compare(
             f"{provider}_decide_p50",
             f"{provider} through LangChain: one decision, p50",
-            d_chain,
+            d_trader,
             "p50",
             d_bare,
         ),
         Figure(
             id=f"{provider}_overhead_ms",
-            title=f"{provider}: client stack + parsing over the server's response, p50",
+            title=f"{provider}: prompt + client stack + parsing + record over the server, p50",
             unit="ms",
             stat="value",
             measured=round(overhead_ms, 3),
@@ -183,11 +187,11 @@ def provider_overhead(
     ]
 
 
-async def _decide(chain: DecisionChain, prompt: Prompt, coin: str, signals: Any) -> Outcome:
-    outcome = await chain.decide(prompt, coin, signals, "flat")
-    if outcome.provider == "rules":
-        raise RuntimeError(f"the fake provider did not answer: {outcome.fallbacks}")
-    return outcome
+async def _decide(trader: Trader, coin: str) -> DecisionRecord:
+    record, _ = await trader.decide(coin)
+    if record.provider == "rules":
+        raise RuntimeError(f"the fake provider did not answer: {record.fallbacks}")
+    return record
 
 
 def _timed(fn: Callable[[], object]) -> float:

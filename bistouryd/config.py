@@ -112,6 +112,9 @@ class TradingConfig(Section):
     max_positions: int = Field(default=3, ge=1, le=100)
     stop_loss_pct: float = Field(default=2.0, gt=0, lt=100)
     take_profit_pct: float = Field(default=5.0, gt=0, le=1000)
+    paper_equity_usd: float = Field(
+        default=10_000.0, gt=0, le=1e12, description="the paper account's starting equity"
+    )
 
     @field_validator("pairs")
     @classmethod
@@ -181,7 +184,21 @@ class LLMConfig(Section):
     base_url: str | None = None
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     fallback: list[Provider] = Field(default_factory=list)
-    decision_interval_s: float = Field(default=60.0, ge=1)
+    decision_interval_s: float = Field(
+        default=60.0, ge=1, description="a coin is asked about at most once per interval"
+    )
+    min_strength_change: float = Field(
+        default=0.15,
+        ge=0,
+        le=2,
+        description="a signal's strength must move this much (or its direction change) "
+        "for a new decision",
+    )
+    allow_contaminated: bool = Field(
+        default=False,
+        description="ask a model about dates before its training cutoff (replays, backtests); "
+        "such decisions are marked",
+    )
     providers: dict[LLMBackend, ProviderConfig] = Field(default_factory=dict)
     daily_cost_cap_usd: float | None = Field(default=None, ge=0)
     prompt_version: str = Field(default="decision_v1", pattern=r"^[a-z0-9_]+$")
@@ -320,7 +337,9 @@ class LoggingConfig(Section):
 
 
 class AgentsConfig(Section):
-    enabled: list[str] = Field(default_factory=lambda: ["recorder", "collector", "signals"])
+    enabled: list[str] = Field(
+        default_factory=lambda: ["recorder", "collector", "signals", "trader"]
+    )
     heartbeat_interval_s: float = Field(default=1.0, ge=0.1, le=10)
     heartbeat_timeout_s: float = Field(default=3.0, ge=0.5, le=60)
     restart_backoff_initial_s: float = Field(default=0.5, ge=0, le=60)

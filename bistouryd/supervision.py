@@ -8,6 +8,7 @@ updates, stop requests, log records, system events and their acknowledgements.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -96,11 +97,46 @@ class Histogram:
         )
 
 
+class HistogramFamily:
+    """One histogram per value of one label (e.g. per strategy), created on first use."""
+
+    def __init__(self, name: str, help: str, bounds: tuple[float, ...], label: str):
+        self.name, self.help, self.bounds, self.label = name, help, bounds, label
+        self.by_value: dict[str, Histogram] = {}
+
+    def observe(self, value: str, x: float) -> None:
+        hist = self.by_value.get(value)
+        if hist is None:
+            hist = self.by_value[value] = Histogram(
+                self.name, self.help, self.bounds, labels={self.label: value}
+            )
+        hist.observe(x)
+
+    def samples(self) -> list[MetricSample]:
+        return [hist.sample() for _, hist in sorted(self.by_value.items())]
+
+
 def sample(
     name: str, kind: Literal["counter", "gauge"], help: str, value: float, /, **labels: str
 ) -> MetricSample:
     """A counter or gauge sample; labels are keyword arguments (``kind`` included)."""
     return MetricSample(name=name, kind=kind, help=help, labels=labels, value=value)
+
+
+def labelled(
+    name: str,
+    kind: Literal["counter", "gauge"],
+    help: str,
+    values: Mapping[tuple[str, ...], float],
+    labels: tuple[str, ...],
+) -> list[MetricSample]:
+    """One sample per key of ``values``; a key holds the values of ``labels``, in order."""
+    return [
+        MetricSample(
+            name=name, kind=kind, help=help, labels=dict(zip(labels, key, strict=True)), value=v
+        )
+        for key, v in sorted(values.items())
+    ]
 
 
 def bus_samples(stats: BusStats) -> list[MetricSample]:

@@ -8,6 +8,7 @@ AGENTS: dict[str, str] = {
     "recorder": "bistouryd.agents.recorder",
     "collector": "bistouryd.agents.collector",
     "signals": "bistouryd.agents.signals",
+    "trader": "bistouryd.agents.trader",
 }
 
 # Stopped last on shutdown so it records everything the others say on the way out.

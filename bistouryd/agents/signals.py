@@ -22,7 +22,7 @@ from bistouryd.logs import SIGNAL
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, Trades
 from bistouryd.strategies.base import Signal
 from bistouryd.strategies.engine import SignalEngine
-from bistouryd.supervision import Histogram, MetricSample, sample
+from bistouryd.supervision import HistogramFamily, MetricSample, sample
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,12 @@ class SignalsAgent(Agent):
     name = "signals"
 
     async def start(self) -> None:
-        self.compute: dict[str, Histogram] = {}
+        self.compute = HistogramFamily(
+            "bistoury_signal_compute_seconds",
+            "Time one strategy takes to process one market-data update",
+            COMPUTE_BOUNDS,
+            "strategy",
+        )
         self.emitted: dict[str, int] = {}
         self.events = 0
         self.errors: dict[str, int] = {}
@@ -59,7 +64,7 @@ class SignalsAgent(Agent):
         self.engine = SignalEngine(
             strategy_settings(self.config),
             self.pairs,
-            on_compute=self._observe,
+            on_compute=self.compute.observe,
             on_error=self._failed_update,
         )
         log.info(
@@ -114,17 +119,6 @@ class SignalsAgent(Agent):
             signal.narrative,
         )
 
-    def _observe(self, strategy: str, seconds: float) -> None:
-        hist = self.compute.get(strategy)
-        if hist is None:
-            hist = self.compute[strategy] = Histogram(
-                "bistoury_signal_compute_seconds",
-                "Time one strategy takes to process one market-data update",
-                COMPUTE_BOUNDS,
-                labels={"strategy": strategy},
-            )
-        hist.observe(seconds)
-
     def _failed_update(self, strategy: str, coin: str, exc: Exception) -> None:
         self.errors[strategy] = self.errors.get(strategy, 0) + 1
         now = time.monotonic()
@@ -141,7 +135,7 @@ class SignalsAgent(Agent):
             )
 
     def metrics(self) -> list[MetricSample]:
-        out = [hist.sample() for _, hist in sorted(self.compute.items())]
+        out = self.compute.samples()
         out.append(
             sample(
                 "bistoury_signal_events_total",

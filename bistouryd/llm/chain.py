@@ -7,6 +7,11 @@ must allow the call within ``max_wait_s``; retryable failures are retried with b
 (honouring ``Retry-After``), others move on to the next provider at once. Every skip and
 failure is kept, in order, in the ``Outcome``: that is the fallback path a reviewer reads.
 
+Before any of that, two checks. A model whose training data reaches the decision's date
+may remember what happened next: it is skipped (reason ``contaminated``) unless the run
+allows it, and then the outcome is marked. And with a ``DecisionCache``, a prompt the
+model already answered gets that answer again, free and identical.
+
 Time, sleeping and the wall clock are injected so that tests and replays control them.
 """
 
@@ -17,10 +22,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.runnables import Runnable
-
+from bistouryd.llm.cache import CachedAnswer, CacheKey, DecisionCache
 from bistouryd.llm.decision import TradeDecision
 from bistouryd.llm.limits import (
     BreakerSettings,
@@ -33,19 +38,20 @@ from bistouryd.llm.limits import (
     RetrySettings,
     retryable,
 )
-from bistouryd.llm.models import ModelInfo, cost_usd
+from bistouryd.llm.models import ModelInfo, contaminated, cost_usd
 from bistouryd.llm.prompt import Prompt
-from bistouryd.llm.providers import (
-    ProviderError,
-    ProviderSettings,
-    ask,
-    chat_model,
-    structured_output,
-)
 from bistouryd.llm.rules import PositionSide, RulesParams, decide
+from bistouryd.llm.settings import ProviderError, ProviderSettings
 from bistouryd.strategies.base import Signal
 
-SkipReason = Literal["circuit_open", "cost_cap", "rate_limit_wait"]
+if TYPE_CHECKING:  # LangChain is loaded on the first call to a provider, not for rules
+    from langchain_core.runnables import Runnable
+
+    from bistouryd.llm.providers import Answer
+
+SkipReason = Literal["circuit_open", "cost_cap", "rate_limit_wait", "contaminated"]
+RequestObserver = Callable[[str, str, float], None]
+"""Called after every request to a provider: (provider, "ok" or the failure kind, seconds)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class Outcome:
     fallbacks: list[Hop]
     raw_text: str = ""
     cost_cap_crossed: bool = False  # this call used the last of today's budget
+    cached: bool = False  # the answer came from the decision cache
+    contaminated: bool = False  # a model asked about a date before its training cutoff
 
 
 @dataclass
@@ -115,6 +123,8 @@ class Slot:
     def structured(self) -> Runnable[Any, Any]:
         """The client, built on first use and kept (with its connections)."""
         if self.runnable is None:
+            from bistouryd.llm.providers import chat_model, structured_output
+
             self.runnable = structured_output(chat_model(self.settings))
         return self.runnable
 
@@ -127,6 +137,9 @@ class DecisionChain:
         rules: RulesParams | None = None,
         *,
         max_wait_s: float = 30.0,
+        allow_contaminated: bool = False,
+        cache: DecisionCache | None = None,
+        on_request: RequestObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -135,6 +148,9 @@ class DecisionChain:
         self.cost_cap = cost_cap
         self.rules = rules or RulesParams()
         self.max_wait_s = max_wait_s
+        self.allow_contaminated = allow_contaminated
+        self.cache = cache
+        self.on_request = on_request
         self.clock, self.wall, self.sleep = clock, wall, sleep
 
     async def decide(
@@ -143,10 +159,14 @@ class DecisionChain:
         coin: str,
         signals: Mapping[str, Signal],
         position: PositionSide,
+        *,
+        now_ms: int,
     ) -> Outcome:
+        """The decision for ``coin`` at data time ``now_ms`` (what contamination is
+        judged by: in a replay it is the replayed time, not the wall clock)."""
         hops: list[Hop] = []
         for slot in self.slots:
-            outcome = await self._try(slot, prompt, coin, hops)
+            outcome = await self._try(slot, prompt, coin, hops, now_ms)
             if outcome is not None:
                 return outcome
         started = self.clock()
@@ -163,8 +183,41 @@ class DecisionChain:
             fallbacks=hops,
         )
 
-    async def _try(self, slot: Slot, prompt: Prompt, coin: str, hops: list[Hop]) -> Outcome | None:
+    async def _try(
+        self, slot: Slot, prompt: Prompt, coin: str, hops: list[Hop], now_ms: int
+    ) -> Outcome | None:
         name, model = slot.settings.provider, slot.settings.model
+        day = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).date()
+        tainted = slot.info is not None and contaminated(slot.info, day)
+        if tainted and not self.allow_contaminated:
+            assert slot.info is not None
+            hops.append(
+                Hop(
+                    name,
+                    model,
+                    "contaminated",
+                    f"its training data reaches {slot.info.training_cutoff}, on or after "
+                    f"{day}: it may remember what happened next",
+                )
+            )
+            return None
+        key = CacheKey(name, model, prompt.version, prompt.sha256)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            return Outcome(
+                decision=hit.decision,
+                provider=name,
+                model=model,
+                attempts=0,
+                latency_s=0.0,
+                input_tokens=hit.input_tokens,
+                output_tokens=hit.output_tokens,
+                cost_usd=0.0,
+                fallbacks=hops,
+                raw_text=hit.raw_text,
+                cached=True,
+                contaminated=tainted,
+            )
         if slot.paid and self.cost_cap.exceeded(self.wall()):
             spent = self.cost_cap.spent_today_usd(self.wall())
             hops.append(Hop(name, model, "cost_cap", f"today's cost cap is spent (${spent:.2f})"))
@@ -195,9 +248,11 @@ class DecisionChain:
                 )
                 return None
             attempt += 1
+            asked = self.clock()
             try:
-                answer = await ask(slot.structured(), prompt.system, prompt.user, coin)
+                answer = await _ask(slot.structured(), prompt.system, prompt.user, coin)
             except ProviderError as exc:
+                self._observe(name, exc.kind, asked)
                 slot.limiter.settle(0, prompt.input_tokens_estimate)
                 slot.breaker.record_failure(self.clock())
                 delay = (
@@ -208,6 +263,14 @@ class DecisionChain:
                     return None
                 await self.sleep(delay)
                 continue
+            self._observe(name, "ok", asked)
+            if self.cache is not None:
+                self.cache.put(
+                    key,
+                    CachedAnswer(
+                        answer.decision, answer.raw_text, answer.input_tokens, answer.output_tokens
+                    ),
+                )
             used_in = answer.input_tokens or prompt.input_tokens_estimate
             used_out = answer.output_tokens or 0
             slot.limiter.settle(used_in + used_out, prompt.input_tokens_estimate)
@@ -226,7 +289,12 @@ class DecisionChain:
                 fallbacks=hops,
                 raw_text=answer.raw_text,
                 cost_cap_crossed=crossed,
+                contaminated=tainted,
             )
+
+    def _observe(self, provider: str, result: str, asked: float) -> None:
+        if self.on_request is not None:
+            self.on_request(provider, result, self.clock() - asked)
 
     async def _wait_for_rate(self, slot: Slot, tokens_estimate: int) -> bool:
         """Sleep until the limiter allows the call; False if that is too long."""
@@ -237,3 +305,9 @@ class DecisionChain:
             await self.sleep(wait)
             waited += wait
         return True
+
+
+async def _ask(runnable: Runnable[Any, Any], system: str, user: str, coin: str) -> Answer:
+    from bistouryd.llm.providers import ask
+
+    return await ask(runnable, system, user, coin)

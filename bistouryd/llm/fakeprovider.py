@@ -12,14 +12,21 @@ each for ``count`` requests; once the queue is empty the default responder answe
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
+import os
+import re
+import signal
+import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -32,6 +39,7 @@ Answer = dict[str, Any] | str
 Responder = Callable[["LlmRequest"], Answer]
 Step = Literal["answer", "rate_limit", "server_error", "slow", "malformed", "invalid", "coin"]
 
+MAX_KEPT = 10_000  # requests remembered; a long demo must not grow without bound
 MALFORMED_JSON = '{"coin": "BTC", "action": "hold", "size_fraction": '
 
 
@@ -73,8 +81,47 @@ def hold(coin: str = "BTC") -> dict[str, Any]:
     }
 
 
+_ASKED_COIN = re.compile(r"^Coin: (\S+)$", re.MULTILINE)
+_CROSS_LINE = re.compile(
+    r"^- cross_signal \((long|short|neutral), strength ([0-9.]+), confidence ([0-9.]+)",
+    re.MULTILINE,
+)
+_POSITION = re.compile(r"^Position: (flat|long|short)", re.MULTILINE)
+
+
 def _default_responder(request: LlmRequest) -> Answer:
-    return hold()
+    """A hold for the coin the prompt asks about (BTC when it names none)."""
+    asked = _ASKED_COIN.search(request.text)
+    return hold(asked.group(1) if asked else "BTC")
+
+
+def prompt_responder(request: LlmRequest) -> Answer:
+    """A decision read off the prompt the way a cautious model might: follow a
+    ``cross_signal`` of strength 0.3 or more when flat, close against it, else hold. For
+    the demo (``make demo LLM=fake``): the decisions change with the market."""
+    asked = _ASKED_COIN.search(request.text)
+    coin = asked.group(1) if asked else "BTC"
+    cross = _CROSS_LINE.search(request.text)
+    position = _POSITION.search(request.text)
+    side = position.group(1) if position else "flat"
+    if cross is None:
+        return hold(coin)
+    direction, strength, confidence = cross.group(1), float(cross.group(2)), float(cross.group(3))
+    why = f"cross_signal is {direction} with strength {strength:.2f}, confidence {confidence:.2f}"
+    decision: dict[str, Any] = {**hold(coin), "confidence": confidence}
+    if side == "flat" and direction != "neutral" and strength >= 0.3:
+        decision.update(
+            action=f"open_{direction}",
+            size_fraction=0.1,
+            stop_loss_pct=0.01,
+            take_profit_pct=0.02,
+            rationale=f"{why}: opening {direction} with 10% of the budget.",
+        )
+    elif side != "flat" and direction not in ("neutral", side) and strength >= 0.2:
+        decision.update(action="close", rationale=f"{why}, against the {side} position: closing.")
+    else:
+        decision.update(rationale=f"{why}: nothing to do.")
+    return decision
 
 
 @dataclass
@@ -88,7 +135,7 @@ class _Scripted:
 class _State:
     responder: Responder
     queue: list[_Scripted] = field(default_factory=list)
-    requests: list[LlmRequest] = field(default_factory=list)
+    requests: deque[LlmRequest] = field(default_factory=lambda: deque(maxlen=MAX_KEPT))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> _Scripted | None:
@@ -395,3 +442,39 @@ class FakeProvider(BackgroundServer[FakeServer]):
             self._state.queue.clear()
             self._state.requests.clear()
             self._state.responder = responder or _default_responder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bistouryd.llm.fakeprovider``: serve until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        description="A fake OpenAI / Anthropic / Ollama server for tests and the demo: "
+        "it answers every chat request with a decision read off the prompt."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="default %(default)s")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--ready-file", type=Path, help="write the base URL here once listening")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        fake = FakeProvider(prompt_responder, args.host, args.port)
+        url = fake.start()
+    except (OSError, RuntimeError) as exc:
+        print(f"ERROR: the fake provider could not start: {exc}", file=sys.stderr)
+        print("  → pick another --port, or 0 for a free one", file=sys.stderr)
+        return 2
+    print(f"{url} ready: fake OpenAI (/v1), Anthropic and Ollama APIs", flush=True)
+    if args.ready_file is not None:
+        tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
+        tmp.write_text(url)
+        os.replace(tmp, args.ready_file)
+    try:
+        stop.wait()
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,12 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from importlib import resources
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from bistouryd.llm.decision import TradeDecision
 from bistouryd.llm.models import estimate_tokens
+from bistouryd.portfolio import FLAT, PositionView
 from bistouryd.strategies.base import Signal
 
 DEFAULT_VERSION = "decision_v1"
@@ -39,29 +39,6 @@ USER_MARK = "<!-- user -->"
 MESSAGE_OVERHEAD_TOKENS = 4
 
 _VERSION_NAME = re.compile(r"^[a-z0-9_]+$")
-
-
-class PositionView(BaseModel):
-    """The coin's open position as the prompt shows it (flat when there is none)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    side: Literal["flat", "long", "short"] = "flat"
-    size_sz: float = Field(default=0.0, ge=0, description="size in coin units, unsigned")
-    entry_px: float | None = Field(default=None, gt=0)
-    unrealised_pnl_usd: float = 0.0
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PositionView:
-        if self.side == "flat":
-            if self.size_sz != 0 or self.entry_px is not None:
-                raise ValueError("a flat position has size_sz 0 and no entry_px")
-        elif self.size_sz <= 0 or self.entry_px is None:
-            raise ValueError(f"a {self.side} position needs size_sz above 0 and an entry_px")
-        return self
-
-
-FLAT = PositionView()
 
 
 class PastDecision(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -22,20 +22,7 @@ from langchain_core.runnables import Runnable
 from pydantic import SecretStr
 
 from bistouryd.llm.decision import TradeDecision
-from bistouryd.llm.limits import FailureKind
-
-LLMProvider = Literal["openai", "anthropic", "ollama"]
-
-
-@dataclass(frozen=True)
-class ProviderSettings:
-    provider: LLMProvider
-    model: str
-    api_key: SecretStr | None = None
-    base_url: str | None = None
-    temperature: float = 0.7
-    max_tokens: int = 500
-    timeout_s: float = 30.0
+from bistouryd.llm.settings import ProviderError, ProviderSettings
 
 
 @dataclass(frozen=True)
@@ -48,19 +35,6 @@ class Answer:
     output_tokens: int | None
     latency_s: float
     attempts: int  # 2 when the first answer did not validate
-
-
-class ProviderError(Exception):
-    """One failed call: ``kind`` decides whether to retry, fall back or alert."""
-
-    def __init__(
-        self, kind: FailureKind, message: str, retry_after_s: float | None = None, raw: str = ""
-    ):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retry_after_s = retry_after_s
-        self.raw = raw
 
 
 def chat_model(settings: ProviderSettings) -> BaseChatModel:

@@ -71,9 +71,6 @@ class DecisionRecord(BaseModel):
         prompt: Prompt,
         outcome: Outcome,
         signal_ids: list[str],
-        *,
-        cached: bool = False,
-        contaminated: bool = False,
     ) -> DecisionRecord:
         return cls(
             ts_ms=ts_ms,
@@ -101,6 +98,6 @@ class DecisionRecord(BaseModel):
                 for h in outcome.fallbacks
             ],
             signal_ids=signal_ids,
-            cached=cached,
-            contaminated=contaminated,
+            cached=outcome.cached,
+            contaminated=outcome.contaminated,
         )

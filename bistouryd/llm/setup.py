@@ -8,15 +8,20 @@ always ends the chain.
 from __future__ import annotations
 
 from bistouryd.config import LLMConfig, Secrets
-from bistouryd.llm.chain import DecisionChain, Slot
+from bistouryd.llm.chain import DecisionChain, RequestObserver, Slot
 from bistouryd.llm.limits import DailyCostCap, RateLimits
 from bistouryd.llm.models import lookup
-from bistouryd.llm.providers import ProviderSettings
+from bistouryd.llm.settings import ProviderSettings
 
 KEY_OF = {"openai": "openai_api_key", "anthropic": "anthropic_api_key"}
 
 
-def build_chain(config: LLMConfig, secrets: Secrets, seed: int = 0) -> DecisionChain:
+def build_chain(
+    config: LLMConfig,
+    secrets: Secrets,
+    seed: int = 0,
+    on_request: RequestObserver | None = None,
+) -> DecisionChain:
     slots: list[Slot] = []
     for name in config.chain:
         settings = config.settings_of(name)
@@ -43,5 +48,9 @@ def build_chain(config: LLMConfig, secrets: Secrets, seed: int = 0) -> DecisionC
             )
         )
     return DecisionChain(
-        slots, DailyCostCap(config.daily_cost_cap_usd), max_wait_s=config.decision_interval_s / 2
+        slots,
+        DailyCostCap(config.daily_cost_cap_usd),
+        max_wait_s=config.decision_interval_s / 2,
+        allow_contaminated=config.allow_contaminated,
+        on_request=on_request,
     )

@@ -4,7 +4,7 @@ The decision is flattened into columns (``action`` … ``rationale``); its ``coi
 record's (a provider answer for another coin never becomes a decision). Contributions,
 fallback steps and signal ids are JSON arrays. Besides listing (``query_decisions``) and
 ``bistoury decisions show`` (``get_decision``), the table backs the decision cache
-(``cached_decision``) and the summary ``decision_stats``.
+(``cached_decision``, ``StoredDecisionCache``) and the summary ``decision_stats``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from bistouryd.llm.cache import CachedAnswer, CacheKey, MemoryCache
 from bistouryd.llm.record import DecisionRecord
 from bistouryd.storage.db import newest_rows
 from bistouryd.storage.marketdata import TableSpec, WriteResult, _columns, _insert
@@ -196,6 +197,30 @@ def cached_decision(
         [prompt_sha256, provider, model, prompt_version, RULES],
     ).fetchone()
     return _record(row) if row else None
+
+
+class StoredDecisionCache:
+    """The decision cache over a database's ``decisions`` table (a ``DecisionCache``):
+    answers stored by earlier runs, plus those of this run, kept in memory."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.fresh = MemoryCache()
+        self.hits = 0
+
+    def get(self, key: CacheKey) -> CachedAnswer | None:
+        answer = self.fresh.get(key)
+        if answer is None:
+            record = cached_decision(self.con, *key)
+            if record is not None:
+                answer = CachedAnswer(
+                    record.decision, record.raw_answer, record.input_tokens, record.output_tokens
+                )
+        self.hits += answer is not None
+        return answer
+
+    def put(self, key: CacheKey, answer: CachedAnswer) -> None:
+        self.fresh.put(key, answer)
 
 
 def decision_stats(

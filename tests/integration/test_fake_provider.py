@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -20,7 +24,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from bistouryd.llm.decision import TradeDecision
-from bistouryd.llm.fakeprovider import FakeProvider, LlmRequest
+from bistouryd.llm.fakeprovider import FakeProvider, LlmRequest, prompt_responder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
@@ -295,3 +299,53 @@ def test_responder_and_hallucinated_coin(fake: FakeProvider) -> None:
 def test_streaming_is_refused_for_openai(fake: FakeProvider) -> None:
     with pytest.raises(openai.BadRequestError):
         list(openai_llm(fake).stream(PROMPT))
+
+
+def prompt_with(cross: str, position: str = "flat") -> str:
+    return (
+        "Coin: SOL\nTime: 2025-07-22T16:00:00Z\n\n"
+        f"Signals (strategy (direction, strength, confidence, age): narrative):\n{cross}\n"
+        f"- order_flow (neutral, strength 0.10, confidence 0.40, age 5s): balanced book\n\n"
+        f"Position: {position}\nDecide for SOL."
+    )
+
+
+def test_the_prompt_responder_follows_the_cross_signal() -> None:
+    def ask(text: str) -> dict[str, Any]:
+        answer = prompt_responder(LlmRequest("/v1/chat/completions", "openai", "m", text, {}))
+        assert isinstance(answer, dict)
+        TradeDecision.model_validate(answer)
+        return answer
+
+    strong = "- cross_signal (short, strength 0.45, confidence 0.70, age 2s): trending down"
+    weak = "- cross_signal (long, strength 0.12, confidence 0.70, age 2s): drifting"
+    opened = ask(prompt_with(strong))
+    assert (opened["coin"], opened["action"], opened["confidence"]) == ("SOL", "open_short", 0.7)
+    assert ask(prompt_with(weak))["action"] == "hold"
+    assert ask(prompt_with(strong, "long 2 SOL, entry 150"))["action"] == "close"
+    assert ask(prompt_with(strong, "short 2 SOL, entry 150"))["action"] == "hold"
+    assert ask("Coin: SOL\nno signals yet")["action"] == "hold"
+
+
+def test_the_fake_provider_runs_as_a_process(tmp_path: Path) -> None:
+    ready = tmp_path / "fake.url"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bistouryd.llm.fakeprovider", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = ready.read_text()
+        assert url.startswith("http://127.0.0.1:")
+        strong = "- cross_signal (long, strength 0.50, confidence 0.60, age 2s): up"
+        llm = ChatOpenAI(base_url=f"{url}/v1", api_key=SecretStr("k"), model="gpt-4o-mini")
+        decision = llm.with_structured_output(TradeDecision).invoke(prompt_with(strong))
+        assert isinstance(decision, TradeDecision)
+        assert (decision.coin, decision.action) == ("SOL", "open_long")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, proc.stderr.read() if proc.stderr else ""

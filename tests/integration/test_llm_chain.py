@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -16,7 +18,11 @@ from bistouryd.llm.fakeprovider import FakeProvider, hold
 from bistouryd.llm.limits import BreakerSettings, DailyCostCap, RateLimits, RetrySettings
 from bistouryd.llm.models import lookup
 from bistouryd.llm.prompt import build_prompt
-from bistouryd.llm.providers import ProviderSettings
+from bistouryd.llm.record import DecisionRecord
+from bistouryd.llm.settings import ProviderSettings
+from bistouryd.storage.db import open_db
+from bistouryd.storage.decisions import StoredDecisionCache, insert_decisions
+from bistouryd.storage.marketdata import WriteResult
 from bistouryd.strategies.base import Signal
 
 pytestmark = pytest.mark.integration
@@ -104,16 +110,13 @@ def chain(slots: list[Slot], clock: Clock, cap_usd: float | None = None) -> Deci
     )
 
 
+PROMPT = build_prompt(
+    "BTC", SIGNALS, now_ms=NOW_MS, pnl_today_usd=0, risk_budget_usd=1000, max_positions_left=3
+)
+
+
 def decide(loop: asyncio.AbstractEventLoop, c: DecisionChain) -> Outcome:
-    prompt = build_prompt(
-        "BTC",
-        SIGNALS,
-        now_ms=NOW_MS,
-        pnl_today_usd=0,
-        risk_budget_usd=1000,
-        max_positions_left=3,
-    )
-    return loop.run_until_complete(c.decide(prompt, "BTC", SIGNALS, "flat"))
+    return loop.run_until_complete(c.decide(PROMPT, "BTC", SIGNALS, "flat", now_ms=NOW_MS))
 
 
 def test_the_first_provider_answers_and_its_cost_is_counted(
@@ -203,3 +206,81 @@ def test_a_rate_limit_wait_longer_than_allowed_falls_back(
     out = decide(loop, c)  # the next request slot is a minute away
     assert out.provider == "rules"
     assert [h.reason for h in out.fallbacks] == ["rate_limit_wait"]
+
+
+def test_a_model_that_may_remember_the_period_is_skipped_unless_allowed(
+    fake: FakeProvider, loop: asyncio.AbstractEventLoop
+) -> None:
+    clock = Clock()
+    s = slot(fake, "openai", "gpt-4o-mini")
+    assert s.info is not None
+    s.info = s.info.model_copy(update={"training_cutoff": date(2025, 7, 22)})  # = NOW's day
+    refused = decide(loop, chain([s], clock))
+    assert refused.provider == "rules" and not refused.contaminated
+    assert [h.reason for h in refused.fallbacks] == ["contaminated"]
+    assert "2025-07-22" in refused.fallbacks[0].message and fake.requests == []
+
+    allowed = chain([s], clock)
+    allowed.allow_contaminated = True
+    fake.answer(OPEN)
+    out = decide(loop, allowed)
+    assert out.provider == "openai" and out.contaminated
+
+    s.info = s.info.model_copy(update={"training_cutoff": date(2025, 7, 21)})
+    fake.answer(OPEN)
+    clean = decide(loop, chain([s], clock))
+    assert clean.provider == "openai" and not clean.contaminated
+
+
+def test_every_request_is_reported_with_its_result(
+    fake: FakeProvider, loop: asyncio.AbstractEventLoop
+) -> None:
+    clock = Clock()
+    seen: list[tuple[str, str]] = []
+    c = chain([slot(fake, "openai", "gpt-4o-mini"), slot(fake, "anthropic", "claude-x")], clock)
+    c.on_request = lambda provider, result, _s: seen.append((provider, result))
+    fake.rate_limit(1.0)
+    fake.answer(hold("XYZ"), count=2)  # a hallucinated coin, twice: invalid after the retry
+    fake.answer(OPEN)
+    out = decide(loop, c)
+    assert out.provider == "anthropic"
+    assert seen == [
+        ("openai", "rate_limited"),
+        ("openai", "invalid_answer"),
+        ("anthropic", "ok"),
+    ]
+
+
+def test_a_replay_from_the_cache_asks_no_model_and_decides_the_same(
+    fake: FakeProvider, loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    """Run 1 asks the model and its records are stored; run 2, with a fresh chain over
+    the stored decisions, gets identical decisions for free, and a changed prompt misses."""
+    clock = Clock()
+    fake.answer(OPEN)
+    first = decide(loop, chain([slot(fake, "openai", "gpt-4o-mini")], clock))
+    assert first.provider == "openai" and not first.cached and first.cost_usd > 0
+    record = DecisionRecord.of(NOW_MS, "BTC", PROMPT, first, [CROSS.id])
+    con = open_db(tmp_path / "cache.duckdb")
+    try:
+        result = WriteResult()
+        con.begin()
+        insert_decisions(con, [record], result)
+        con.commit()
+
+        asked = len(fake.requests)
+        replay = chain([slot(fake, "openai", "gpt-4o-mini")], clock)
+        replay.cache = cache = StoredDecisionCache(con)
+        again = decide(loop, replay)
+        assert len(fake.requests) == asked  # nothing sent
+        assert again.cached and again.cost_usd == 0 and cache.hits == 1
+        assert again.decision == first.decision and again.raw_text == first.raw_text
+        assert DecisionRecord.of(NOW_MS, "BTC", PROMPT, again, [CROSS.id]).cached
+
+        other_model = chain([slot(fake, "openai", "gpt-4o")], clock)
+        other_model.cache = cache
+        fake.answer(OPEN)
+        assert not decide(loop, other_model).cached  # another model: a miss, asked
+        assert len(fake.requests) == asked + 1
+    finally:
+        con.close()

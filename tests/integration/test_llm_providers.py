@@ -15,12 +15,11 @@ from bistouryd.llm.decision import TradeDecision
 from bistouryd.llm.fakeprovider import FakeProvider, hold
 from bistouryd.llm.providers import (
     Answer,
-    ProviderError,
-    ProviderSettings,
     ask,
     chat_model,
     structured_output,
 )
+from bistouryd.llm.settings import ProviderError, ProviderSettings
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from bistouryd.simexchange import SimConfig, SimExchange
+from bistouryd.simexchange import SimExchange
 from bistouryd.strategies.base import Signal, unbacked_numbers
 from bistouryd.strategies.registry import strategy_classes
 from tests.conftest import BISTOURYCTL, Daemon, wait_for
@@ -63,12 +63,6 @@ agents:
 """
 
 
-@pytest.fixture
-def sim() -> Iterator[SimExchange]:
-    with SimExchange(SimConfig(port=0, speed=10.0, seed=0)) as exchange:
-        yield exchange
-
-
 def recent(d: Daemon, *args: str) -> list[Signal]:
     done = d.ctl("signals", "--json", "--limit", "5000", *args)
     assert done.returncode == 0, done.stderr
@@ -88,9 +82,9 @@ def every_strategy_spoke(d: Daemon) -> list[Signal] | None:
 
 
 def test_signals_for_every_strategy_and_coin_are_published_stored_and_shown(
-    make_daemon: MakeDaemon, sim: SimExchange
+    make_daemon: MakeDaemon, replay_sim: SimExchange
 ) -> None:
-    d = make_daemon(config=signals_config(sim.url)).start()
+    d = make_daemon(config=signals_config(replay_sim.url)).start()
     assert d.ctl("collect").returncode == 0
     found: list[Signal] = wait_for(lambda: every_strategy_spoke(d), 90, "every strategy", 1.0)
     for s in found:
@@ -139,14 +133,14 @@ def test_signals_for_every_strategy_and_coin_are_published_stored_and_shown(
 
 
 def test_reload_reparameterises_and_disables_without_restarting_the_agent(
-    make_daemon: MakeDaemon, sim: SimExchange
+    make_daemon: MakeDaemon, replay_sim: SimExchange
 ) -> None:
-    d = make_daemon(config=signals_config(sim.url)).start()
+    d = make_daemon(config=signals_config(replay_sim.url)).start()
     assert d.ctl("collect").returncode == 0
     wait_for(lambda: every_strategy_spoke(d), 90, "every strategy", 1.0)
     before = d.agent("signals")
 
-    d.config.write_text(signals_config(sim.url, volume_profile=False, wall_multiple=8.0))
+    d.config.write_text(signals_config(replay_sim.url, volume_profile=False, wall_multiple=8.0))
     done = d.ctl("reload", "--json")
     assert done.returncode == 0, done.stderr
     changed = json.loads(done.stdout)["changed"]

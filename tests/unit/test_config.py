@@ -58,7 +58,7 @@ def test_near_empty_file_keeps_other_defaults() -> None:
     config = parse_config_text("trading:\n  max_positions: 7\n")
     assert config.trading.max_positions == 7
     assert config.trading.pairs == ["BTC", "ETH"]
-    assert config.agents.enabled == ["recorder", "collector", "signals"]
+    assert config.agents.enabled == ["recorder", "collector", "signals", "trader"]
     assert config.exchange.network == "mainnet"
     assert config.metrics.port == 9464
 
@@ -67,7 +67,7 @@ def test_bundled_example_config_is_valid() -> None:
     text = (REPO / "etc" / "config.yaml").read_text(encoding="utf-8")
     config = parse_config_text(text, "etc/config.yaml")
     assert config.trading.pairs == ["BTC", "ETH"]
-    assert config.agents.enabled == ["recorder", "collector", "signals"]
+    assert config.agents.enabled == ["recorder", "collector", "signals", "trader"]
     assert config.logging.level == "INFO"
 
 
@@ -160,7 +160,7 @@ def test_unknown_key_far_from_any_lists_known_keys() -> None:
     assert problem.line == 4
     assert problem.hint == (
         "remove it; known keys here: pairs, position_size_pct, max_positions, "
-        "stop_loss_pct, take_profit_pct"
+        "stop_loss_pct, take_profit_pct, paper_equity_usd"
     )
 
 
@@ -312,7 +312,7 @@ def test_unknown_agent_close_and_far() -> None:
     assert problem.message == "unknown agent 'recordr'"
     assert problem.hint == "did you mean 'recorder'?"
     problem = only(problems_of("agents:\n  enabled: [recorder, zzz]\n"))
-    assert problem.hint == "known agents: recorder, collector, signals"
+    assert problem.hint == "known agents: recorder, collector, signals, trader"
 
 
 def test_recorder_is_required() -> None:

@@ -12,12 +12,12 @@ from bistouryd.llm.models import estimate_tokens
 from bistouryd.llm.prompt import (
     DEFAULT_VERSION,
     PastDecision,
-    PositionView,
     Prompt,
     available_versions,
     build_prompt,
     load_template,
 )
+from bistouryd.portfolio import PositionView
 from bistouryd.strategies.base import Signal
 
 T = 1_753_200_000_000  # 2025-07-22T16:00:00Z
