@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import foundation, ingest, llm, report, signals
+from bench import foundation, ingest, llm, report, signals, trading
 from bench.foundation import SuiteResult
 from bench.procs import REPO, BenchError, short_tmpdir
 from bench.stats import Figure
@@ -19,6 +19,7 @@ SUITES: dict[str, Callable[[Log], SuiteResult]] = {
     "ingest": ingest.run,
     "signals": signals.run,
     "llm": llm.run,
+    "trading": trading.run,
 }
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from bistouryctl.commands import daemon, data, decisions, setup, signals, sim
+from bistouryctl.commands import daemon, data, decisions, setup, signals, sim, trading
 from bistouryctl.commands.common import run_command
 from bistouryd import __version__
 from bistouryd.protocol import EXIT_USAGE
@@ -50,6 +50,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     data.register(sub, common)
     signals.register(sub, common)
     decisions.register(sub, common)
+    trading.register(sub, common)
     sim.register(sub, common)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -83,6 +84,17 @@ def status(s: dict[str, Any]) -> str:
     collection = s.get("collection")
     if collection:
         lines += ["", _collection(collection)]
+    trading = s.get("trading")
+    if trading:
+        t = trading
+        held = ", ".join(f"{c} {v:+g}" for c, v in sorted(t["positions"].items()))
+        lines += [
+            "",
+            f"TRADING  equity {t['equity_usd']:,.2f} USD; P&L realised "
+            f"{t['realised_pnl_usd']:+,.2f}, unrealised {t['unrealised_pnl_usd']:+,.2f}, "
+            f"fees {-t['fees_usd']:+,.2f}, funding {t['funding_usd']:+,.2f}; "
+            f"positions {held or 'none'}; orders {t['orders']}, refused {t['refusals']}",
+        ]
     return "\n".join(lines)
 
 
@@ -166,8 +178,9 @@ def decisions(found: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def decision(r: dict[str, Any]) -> str:
-    """One decision in full: what, why, who answered after which failures, the prompt."""
+def decision(r: dict[str, Any], outcome: dict[str, Any] | None = None) -> str:
+    """One decision in full: what, why, who answered after which failures, what followed
+    (orders, fills, P&L, or the risk engine's refusal), the prompt."""
     import textwrap  # here, not at the top: `bistouryctl status` must start fast
 
     d = r["decision"]
@@ -206,6 +219,8 @@ def decision(r: dict[str, Any]) -> str:
             f"  {c['strategy']:<16} {c['direction']:<7} weight {c['weight']:.2f}  {c['reason']}"
             for c in d["contributions"]
         ]
+    if outcome is not None:
+        lines += ["", "WHAT FOLLOWED", *_outcome_lines(d["action"], outcome)]
     lines += [
         "",
         f"PROMPT ({r['prompt_version']}, sha256 {r['prompt_sha256'][:12]})",
@@ -218,6 +233,51 @@ def decision(r: dict[str, Any]) -> str:
         *(f"  {line}" for line in (r.get("raw_answer") or "(none: the rules model)").splitlines()),
     ]
     return "\n".join(lines)
+
+
+def _outcome_lines(action: str, o: dict[str, Any]) -> list[str]:
+    if o["refusals"]:
+        return [
+            f"  refused by the risk engine ({x['rule']}): {x['message']} → {x['hint']}"
+            for x in o["refusals"]
+        ]
+    if not o["orders"]:
+        return ["  nothing: hold" if action == "hold" else "  no order (not in a trading mode)"]
+    status: dict[str, dict[str, Any]] = {}
+    for u in o["updates"]:
+        status[u["cloid"]] = u
+    lines = []
+    for order in o["orders"]:
+        u = status.get(order["cloid"], {})
+        price = (
+            f"trigger {order['trigger_px']:g}"
+            if order.get("trigger_px")
+            else f"limit {order['limit_px']:g}"
+            if order.get("limit_px")
+            else "at market"
+        )
+        lines.append(
+            f"  order  {utc(order['ts_ms'])}  {order['kind']:<11} {order['purpose']:<11} "
+            f"{'buy' if order['is_buy'] else 'sell':<4} {order['sz']:g} {price}  "
+            f"{u.get('status', 'sent')}" + (f": {u['error']}" if u.get("error") else "")
+        )
+    seen = set()
+    for f in [*o["fills"], *o["closing_fills"]]:
+        if f["id"] in seen:
+            continue
+        seen.add(f["id"])
+        pnl = f"  closed P&L {f['closed_pnl_usd']:+.2f}" if f["closed_pnl_usd"] else ""
+        lines.append(
+            f"  fill   {utc(f['ts_ms'])}  {f['purpose']:<11} {'buy' if f['is_buy'] else 'sell':<4} "
+            f"{f['sz']:g} @ {f['px']:g}  fee {f['fee_usd']:.4f}{pnl}"
+        )
+    if action in ("open_long", "open_short"):
+        state = "still open" if o["open_sz"] > 0 else "closed"
+        lines.append(
+            f"  P&L    {o['realised_pnl_usd']:+.2f} USD realised after fees ({state}; "
+            f"closed {o['closed_pnl_usd']:+.2f}, fees {o['fees_usd']:.2f})"
+        )
+    return lines
 
 
 def decision_stats(s: dict[str, Any]) -> str:
@@ -240,6 +300,79 @@ def decision_stats(s: dict[str, Any]) -> str:
             f"latency          p50 {p50 if p50 is None else f'{p50:.2f} s'}, "
             f"p95 {p95 if p95 is None else f'{p95:.2f} s'}",
             f"confidence       {counts(s['confidence_buckets'])}",
-            "hit rate and P&L by confidence: once orders are executed (positions agent)",
+            *_outcome_table(s),
         ]
     )
+
+
+def _outcome_table(s: dict[str, Any]) -> list[str]:
+    """Hit rate and average P&L of the closed positions, by the opening confidence."""
+    outcomes = s.get("outcomes") or {}
+    if not outcomes:
+        return ["closed positions none yet (hit rate and P&L by confidence come with them)"]
+    lines = [
+        f"realised P&L     {s['realised_pnl_usd']:+.2f} USD after fees"
+        + (
+            f" (${s['cost_usd_per_pnl_usd']:.4f} of model cost per dollar)"
+            if s.get("cost_usd_per_pnl_usd") is not None
+            else ""
+        ),
+        "by confidence    CLOSED  HIT RATE  AVG P&L",
+    ]
+    rates = []
+    for name, o in outcomes.items():
+        rate = o["hits"] / o["closed_n"] if o["closed_n"] else 0.0
+        rates.append(rate)
+        lines.append(f"  {name:<14} {o['closed_n']:>6}  {rate:>8.0%}  {o['avg_pnl_usd']:+.2f}")
+    if len(rates) >= 2 and any(b < a for a, b in itertools.pairwise(rates)):
+        lines.append("  NOT CALIBRATED: the hit rate does not rise with the model's confidence")
+    return lines
+
+
+def portfolio(p: dict[str, Any] | None) -> str:
+    """The account: equity and P&L, then one line per open position."""
+    if p is None:
+        return "no account yet: the positions agent reports once it trades (paper-live)"
+    paused = "  TRADING PAUSED" if p.get("trading_paused") else ""
+    lines = [
+        f"account ({p['mode']}) at {utc(p['ts_ms'])} UTC{paused}",
+        f"  equity        {p['equity_usd']:,.2f} USD  (cash {p['cash_usd']:,.2f})",
+        f"  P&L today     {p['pnl_today_usd']:+,.2f} USD",
+        f"  this session  realised {p['realised_pnl_usd']:+,.2f}, unrealised "
+        f"{p['unrealised_pnl_usd']:+,.2f}, fees {-p['fees_usd']:+,.2f}, funding "
+        f"{p['funding_usd']:+,.2f} USD",
+        f"  exposure      {p['exposure_usd']:,.2f} USD; risk budget left "
+        f"{p['risk_budget_usd']:,.2f} USD, {p['max_positions_left']} more position(s)",
+    ]
+    if not p["positions"]:
+        return "\n".join([*lines, "", "no open position"])
+    lines += ["", f"{'COIN':<8} {'SIDE':<6} {'SIZE':>12} {'ENTRY':>12} {'UNREALISED':>12}"]
+    for coin, v in sorted(p["positions"].items()):
+        lines.append(
+            f"{coin:<8} {v['side']:<6} {v['size_sz']:>12g} {v['entry_px']:>12g} "
+            f"{v['unrealised_pnl_usd']:>+12.2f}"
+        )
+    return "\n".join(lines)
+
+
+def trades(fills: list[dict[str, Any]], rationales: dict[str, str]) -> str:
+    """Fills, oldest first, each with the decision that caused it (or the position's)."""
+    if not fills:
+        return "no trades yet"
+    lines = [
+        f"{'TIME (UTC)':<19}  {'COIN':<6} {'SIDE':<4} {'SIZE':>10} {'PRICE':>11} "
+        f"{'FEE':>8} {'P&L':>9}  WHY"
+    ]
+    for f in fills:
+        why = f["purpose"]
+        decision = f.get("decision_id") if f["purpose"] in ("open", "close", "reduce") else None
+        rationale = rationales.get(decision or f.get("opened_by") or "", "")
+        pnl = f"{f['closed_pnl_usd']:+.2f}" if f["closed_pnl_usd"] else "-"
+        lines.append(
+            f"{utc(f['ts_ms'])}  {f['coin']:<6} {'buy' if f['is_buy'] else 'sell':<4} "
+            f"{f['sz']:>10g} {f['px']:>11g} {f['fee_usd']:>8.4f} {pnl:>9}  {why}"
+        )
+        if rationale:
+            short = " ".join(rationale.split())
+            lines.append(f"{'':21}↳ {short[:110]}{'…' if len(short) > 110 else ''}")
+    return "\n".join(lines)

@@ -338,7 +338,7 @@ class LoggingConfig(Section):
 
 class AgentsConfig(Section):
     enabled: list[str] = Field(
-        default_factory=lambda: ["recorder", "collector", "signals", "trader"]
+        default_factory=lambda: ["recorder", "collector", "signals", "trader", "positions"]
     )
     heartbeat_interval_s: float = Field(default=1.0, ge=0.1, le=10)
     heartbeat_timeout_s: float = Field(default=3.0, ge=0.5, le=60)

@@ -28,8 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bistouryd.bus import CONTROL_HWM, configure
 from bistouryd.events import SysEvent
+from bistouryd.exchange.orders import Fill
 from bistouryd.llm.record import DecisionRecord
 from bistouryd.paths import ipc
+from bistouryd.portfolio import PortfolioSnapshot
 from bistouryd.protocol import (
     COMMANDS,
     HARD_MAX_REQUEST_BYTES,
@@ -37,7 +39,7 @@ from bistouryd.protocol import (
     PROTOCOL_VERSION,
 )
 from bistouryd.state import Mode, Pausable, PauseScope
-from bistouryd.storage.reports import DecisionStats
+from bistouryd.storage.reports import DecisionOutcome, DecisionStats
 from bistouryd.strategies.base import Signal
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,17 @@ class DecisionsRequest(_Request):
     since_ms: int | None = Field(default=None, ge=0)
 
 
+class PositionsRequest(_Request):
+    cmd: Literal["positions"]
+
+
+class TradesRequest(_Request):
+    cmd: Literal["trades"]
+    limit: int = Field(default=50, ge=1, le=10_000)
+    coin: str | None = Field(default=None, max_length=32)
+    since_ms: int | None = Field(default=None, ge=0)
+
+
 class CollectRequest(_Request):
     cmd: Literal["collect"]
     pairs: list[str] | None = Field(default=None, max_length=500)
@@ -132,7 +145,9 @@ Request = Annotated[
     | CollectRequest
     | DataStatusRequest
     | SignalsRequest
-    | DecisionsRequest,
+    | DecisionsRequest
+    | PositionsRequest
+    | TradesRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)
@@ -177,6 +192,19 @@ class CollectionStatus(_Result):
     storage_bytes: dict[str, int]
 
 
+class TradingStatus(_Result):
+    """The account as the positions agent reports it with its heartbeats."""
+
+    equity_usd: float
+    realised_pnl_usd: float
+    unrealised_pnl_usd: float
+    fees_usd: float
+    funding_usd: float
+    positions: dict[str, float]  # coin -> signed size
+    orders: int
+    refusals: int
+
+
 class StatusResult(_Result):
     version: str
     pid: int
@@ -194,6 +222,7 @@ class StatusResult(_Result):
     last_error: str | None
     agents: list[AgentStatus]
     collection: CollectionStatus | None = None
+    trading: TradingStatus | None = None
 
 
 class ModeResult(_Result):
@@ -234,6 +263,16 @@ class SignalsResult(_Result):
 class DecisionsResult(_Result):
     decisions: list[DecisionRecord]
     stats: DecisionStats | None = None
+    outcome: DecisionOutcome | None = None
+
+
+class PositionsResult(_Result):
+    portfolio: PortfolioSnapshot | None
+
+
+class TradesResult(_Result):
+    fills: list[Fill]
+    rationales: dict[str, str]
 
 
 class ConfigCheckResult(_Result):

@@ -46,6 +46,8 @@ from bistouryd.control import (
     ModeRequest,
     ModeResult,
     PauseRequest,
+    PositionsRequest,
+    PositionsResult,
     ReloadResult,
     ResumeRequest,
     SignalsRequest,
@@ -54,6 +56,9 @@ from bistouryd.control import (
     StopRequest,
     StopResult,
     StreamStatus,
+    TradesRequest,
+    TradesResult,
+    TradingStatus,
 )
 from bistouryd.events import SysEvent
 from bistouryd.metrics import Metrics
@@ -79,6 +84,9 @@ from bistouryd.supervision import (
     ReportEvent,
     SignalsQuery,
     StoreEvents,
+    TradingPause,
+    TradingQuery,
+    TradingResult,
 )
 from bistouryd.supervision import DecisionsResult as AgentDecisionsResult
 from bistouryd.supervision import EventsResult as AgentEventsResult
@@ -222,6 +230,8 @@ class Orchestrator:
             "events": self._cmd_events,
             "signals": self._cmd_signals,
             "decisions": self._cmd_decisions,
+            "positions": self._cmd_positions,
+            "trades": self._cmd_trades,
             "config-check": self._cmd_config_check,
             "collect": self._cmd_collect,
             "data-status": self._cmd_data_status,
@@ -360,10 +370,19 @@ class Orchestrator:
             self.emit(msg.event)
         elif isinstance(msg, LogRecord):
             _relog(h.name, msg)
+        elif isinstance(msg, TradingPause):
+            self._agent_pause(h.name, msg)
         elif isinstance(msg, EventsStored):
             self.outbox.acknowledge(msg.ids)
         elif isinstance(
-            msg, (AgentEventsResult, DataStatusResult, AgentSignalsResult, AgentDecisionsResult)
+            msg,
+            (
+                AgentEventsResult,
+                DataStatusResult,
+                AgentSignalsResult,
+                AgentDecisionsResult,
+                TradingResult,
+            ),
         ):
             future = self._queries.pop(msg.request_id, None)
             if future is not None and not future.done():
@@ -445,6 +464,22 @@ class Orchestrator:
         )
         return ModeResult(mode=new.mode, paused=sorted(new.paused), changed=True)
 
+    def _agent_pause(self, agent: str, msg: TradingPause) -> None:
+        new = self.state.with_paused("trading", msg.pause)
+        if new.paused == self.state.paused:
+            return
+        verb: Literal["pause", "resume"] = "pause" if msg.pause else "resume"
+        self._change_state(
+            new,
+            SysEvent(
+                kind=verb,
+                level="warning" if msg.pause else "info",
+                source=agent,
+                message=f"{verb} trading: {msg.reason}",
+                details={"scope": "trading"},
+            ),
+        )
+
     async def _cmd_collect(self, req: CollectRequest) -> CollectResult:
         if "collector" not in self.sup.handles:
             raise ControlError(
@@ -511,6 +546,38 @@ class Orchestrator:
                 for h in self.sup.handles.values()
             ],
             collection=self._collection_status(),
+            trading=self._trading_status(),
+        )
+
+    def _trading_status(self) -> TradingStatus | None:
+        """From the samples the positions agent sends with its heartbeats."""
+        positions = self.sup.handles.get("positions")
+        if positions is None:
+            return None
+        samples = positions.samples.export()
+        if not samples:
+            return None
+
+        def value(name: str, **labels: str) -> float:
+            return sum(
+                s.value
+                for s in samples
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            )
+
+        return TradingStatus(
+            equity_usd=value("bistoury_equity_usd"),
+            realised_pnl_usd=value("bistoury_pnl_usd", kind="realised"),
+            unrealised_pnl_usd=value("bistoury_pnl_usd", kind="unrealised"),
+            fees_usd=-value("bistoury_pnl_usd", kind="fees"),
+            funding_usd=value("bistoury_pnl_usd", kind="funding"),
+            positions={
+                s.labels["coin"]: s.value
+                for s in samples
+                if s.name == "bistoury_position_size" and "coin" in s.labels
+            },
+            orders=int(value("bistoury_orders_total")),
+            refusals=int(value("bistoury_risk_rejections_total")),
         )
 
     def _collection_status(self) -> CollectionStatus | None:
@@ -661,7 +728,30 @@ class Orchestrator:
                 f"no decision with an id starting {req.decision_id!r}",
                 "list them: bistouryctl decisions list",
             )
-        return DecisionsResult(decisions=answer.decisions, stats=answer.stats)
+        return DecisionsResult(
+            decisions=answer.decisions, stats=answer.stats, outcome=answer.outcome
+        )
+
+    async def _cmd_positions(self, req: PositionsRequest) -> PositionsResult:
+        answer = await self._ask_recorder(
+            lambda rid: TradingQuery(request_id=rid, view="positions"), QUERY_TIMEOUT_S
+        )
+        assert isinstance(answer, TradingResult)
+        return PositionsResult(portfolio=answer.portfolio)
+
+    async def _cmd_trades(self, req: TradesRequest) -> TradesResult:
+        answer = await self._ask_recorder(
+            lambda rid: TradingQuery(
+                request_id=rid,
+                view="trades",
+                limit=req.limit,
+                coin=req.coin,
+                since_ms=req.since_ms,
+            ),
+            QUERY_TIMEOUT_S,
+        )
+        assert isinstance(answer, TradingResult)
+        return TradesResult(fills=answer.fills, rationales=answer.rationales)
 
     async def _cmd_config_check(self, req: ConfigCheckRequest) -> ConfigCheckResult:
         path = Path(req.path) if req.path else self.loaded.path

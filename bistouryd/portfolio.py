@@ -50,9 +50,17 @@ class PortfolioSnapshot(BaseModel):
     ts_ms: int = Field(gt=0)
     equity_usd: float = Field(ge=0)
     pnl_today_usd: float = 0.0
-    risk_budget_usd: float = Field(ge=0, description="what new positions may still risk")
+    risk_budget_usd: float = Field(ge=0, description="what new positions may still commit")
     max_positions_left: int = Field(ge=0)
     positions: dict[str, PositionView] = Field(default_factory=dict)
+    cash_usd: float = 0.0
+    exposure_usd: float = Field(default=0.0, ge=0, description="total notional at marks")
+    unrealised_pnl_usd: float = 0.0
+    realised_pnl_usd: float = Field(default=0.0, description="since the session started")
+    fees_usd: float = 0.0
+    funding_usd: float = Field(default=0.0, description="received (+) or paid (-)")
+    trading_paused: bool = False
+    mode: Literal["paper", "live"] = "paper"
     assumed: bool = Field(
         default=False, description="not reported by a positions agent: the trader's default"
     )

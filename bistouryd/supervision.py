@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from bistouryd.bus import BusStats
 from bistouryd.config import Config
 from bistouryd.events import SysEvent
+from bistouryd.exchange.orders import Fill
 from bistouryd.llm.record import DecisionRecord
+from bistouryd.portfolio import PortfolioSnapshot
 from bistouryd.state import Mode, Pausable
-from bistouryd.storage.reports import DataStatus, DecisionStats
+from bistouryd.storage.reports import DataStatus, DecisionOutcome, DecisionStats
 from bistouryd.strategies.base import Signal
 
 
@@ -217,6 +219,15 @@ class LogRecord(_Msg):
     created: float
 
 
+class TradingPause(_Msg):
+    """An agent asks to pause (or resume) trading, e.g. on a daily-loss breach; the
+    orchestrator changes the daemon state as ``bistouryctl pause trading`` would."""
+
+    type: Literal["trading_pause"] = "trading_pause"
+    pause: bool
+    reason: str
+
+
 class EventsStored(_Msg):
     """The recorder committed these events."""
 
@@ -250,10 +261,22 @@ class DecisionsResult(_Msg):
     request_id: str
     decisions: list[DecisionRecord] = Field(default_factory=list)
     stats: DecisionStats | None = None
+    outcome: DecisionOutcome | None = None
     error: str | None = None
 
 
-RecorderAnswer = EventsResult | DataStatusResult | SignalsResult | DecisionsResult
+class TradingResult(_Msg):
+    type: Literal["trading_result"] = "trading_result"
+    request_id: str
+    portfolio: PortfolioSnapshot | None = None
+    fills: list[Fill] = Field(default_factory=list)
+    rationales: dict[str, str] = Field(
+        default_factory=dict, description="decision id -> the rationale that led to a fill"
+    )
+    error: str | None = None
+
+
+RecorderAnswer = EventsResult | DataStatusResult | SignalsResult | DecisionsResult | TradingResult
 
 
 FromAgent = Annotated[
@@ -261,11 +284,13 @@ FromAgent = Annotated[
     | Heartbeat
     | ReportEvent
     | LogRecord
+    | TradingPause
     | EventsStored
     | EventsResult
     | DataStatusResult
     | SignalsResult
-    | DecisionsResult,
+    | DecisionsResult
+    | TradingResult,
     Field(discriminator="type"),
 ]
 
@@ -345,7 +370,18 @@ class DecisionsQuery(_Msg):
     since_ms: int | None = None
 
 
-RecorderQuery = EventsQuery | DataStatusQuery | SignalsQuery | DecisionsQuery
+class TradingQuery(_Msg):
+    """``positions``: the newest account snapshot; ``trades``: the newest fills."""
+
+    type: Literal["trading_query"] = "trading_query"
+    request_id: str
+    view: Literal["positions", "trades"]
+    limit: int = 50
+    coin: str | None = None
+    since_ms: int | None = None
+
+
+RecorderQuery = EventsQuery | DataStatusQuery | SignalsQuery | DecisionsQuery | TradingQuery
 
 ToAgent = Annotated[
     Init
@@ -356,7 +392,8 @@ ToAgent = Annotated[
     | EventsQuery
     | DataStatusQuery
     | SignalsQuery
-    | DecisionsQuery,
+    | DecisionsQuery
+    | TradingQuery,
     Field(discriminator="type"),
 ]
 

@@ -2,7 +2,7 @@
 # `make demo`: the bundled simulated HyperLiquid exchange replaying recorded market data,
 # and bistouryd in the foreground collecting it; `bistouryctl status` is shown once data
 # flows, then the first strategy signals, then (in paper-live mode) the first decisions
-# of the rules model. `make demo LLM=fake` asks a local fake OpenAI server instead,
+# of the rules model and the paper account they trade. `make demo LLM=fake` asks a local fake OpenAI server instead,
 # through the real LangChain client. Everything lives in .demo/ in the checkout; the
 # control socket is in the default runtime directory, so `bistouryctl status` in a second
 # terminal finds it without flags. Ctrl-C stops the daemon cleanly, then the simulators.
@@ -80,13 +80,16 @@ show_status() {
         if "$BIN/bistouryctl" decisions list --json --limit 1 2>/dev/null | grep -q '"rationale"'; then
           echo "──── bistouryctl decisions (mode paper-live, model: $LLM) ─────────────"
           "$BIN/bistouryctl" decisions list --limit 6
+          echo "──── bistouryctl positions (the paper account) ──────────────────────"
+          sleep 2
+          "$BIN/bistouryctl" positions
           echo "─────────────────────────────────────────────────────────────────────"
           break
         fi
         sleep 1
       done
       echo "Simulated exchange: $URL (replaying recorded HyperLiquid data, log: .demo/simexchange.log)"
-      echo "In another terminal:  .venv/bin/bistouryctl status | signals --follow | decisions | decisions show ID | events | stop"
+      echo "In another terminal:  .venv/bin/bistouryctl status | signals --follow | decisions | positions | trades | events | stop"
       echo "Metrics:              curl -s http://127.0.0.1:9464/metrics | grep -E '^bistoury_(md|signal|llm)'"
       echo "Ctrl-C here stops the daemon."
       echo

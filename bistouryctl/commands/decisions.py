@@ -31,13 +31,29 @@ def decisions(args: argparse.Namespace) -> int:
                 f"no decision with an id starting {args.id!r}",
                 "list them: bistouryctl decisions list",
             )
-        return emit(args, result, lambda: render.decision(result["decisions"][0]))
+        return emit(
+            args, result, lambda: render.decision(result["decisions"][0], result.get("outcome"))
+        )
     if view == "stats":
-        return emit(args, result, lambda: render.decision_stats(result["stats"]))
+        if args.provider != "rules":  # the deterministic model over the same period, beside it
+            rules = _offline(args, "rules") if args.db else _ask(args, "rules")
+            result["rules"] = rules["stats"]
+        return emit(
+            args,
+            result,
+            lambda: (
+                render.decision_stats(result["stats"])
+                + (
+                    "\n\nthe rules model, same period\n" + render.decision_stats(result["rules"])
+                    if result.get("rules")
+                    else ""
+                )
+            ),
+        )
     return emit(args, result, lambda: render.decisions(result["decisions"]))
 
 
-def _ask(args: argparse.Namespace) -> dict[str, Any]:
+def _ask(args: argparse.Namespace, provider: str | None = None) -> dict[str, Any]:
     return call(
         args,
         "decisions",
@@ -46,17 +62,20 @@ def _ask(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
         decision_id=args.id,
         coin=args.coin,
-        provider=args.provider,
+        provider=provider or args.provider,
         since_ms=args.since,
     )
 
 
-def _offline(args: argparse.Namespace) -> dict[str, Any]:
+def _offline(args: argparse.Namespace, provider: str | None = None) -> dict[str, Any]:
     """Read the database file directly; only possible while the daemon is stopped."""
     from bistouryd.storage.decisions import decision_stats, get_decision, query_decisions
+    from bistouryd.storage.trading import decision_outcome
 
     if args.view == "stats":
-        stats = read_db(args.db, decision_stats, since_ms=args.since, provider=args.provider)
+        stats = read_db(
+            args.db, decision_stats, since_ms=args.since, provider=provider or args.provider
+        )
         return {"decisions": [], "stats": stats.model_dump(mode="json")}
     if args.view == "show":
         try:
@@ -64,6 +83,13 @@ def _offline(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             raise Failure(EXIT_FAILED, str(exc), "give more characters of the id") from None
         records = [found] if found is not None else []
+        if found is not None:
+            outcome = read_db(args.db, decision_outcome, decision_id=found.id)
+            return {
+                "decisions": [found.model_dump(mode="json")],
+                "stats": None,
+                "outcome": outcome.model_dump(mode="json"),
+            }
     else:
         records = read_db(
             args.db,

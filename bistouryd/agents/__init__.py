@@ -9,6 +9,7 @@ AGENTS: dict[str, str] = {
     "collector": "bistouryd.agents.collector",
     "signals": "bistouryd.agents.signals",
     "trader": "bistouryd.agents.trader",
+    "positions": "bistouryd.agents.positions",
 }
 
 # Stopped last on shutdown so it records everything the others say on the way out.

@@ -351,6 +351,8 @@ def run(agent_cls: type[Agent]) -> None:
     # The orchestrator coordinates shutdown; Ctrl-C in its terminal must not kill agents first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s: [{agent_cls.name}] %(message)s")
+    # httpx logs every request at INFO (model calls, the asset list): noise in the journal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def _main() -> int:
         return await agent_cls(RuntimePaths(Path(args.runtime_dir))).main()

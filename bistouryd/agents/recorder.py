@@ -26,8 +26,10 @@ from pydantic import BaseModel
 from bistouryd.agents.base import Agent, run
 from bistouryd.bus import StorePuller
 from bistouryd.events import SysEvent
+from bistouryd.exchange.orders import Fill, FundingPayment, OrderRequest, OrderUpdate, RiskRefusal
 from bistouryd.llm.record import DecisionRecord
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
+from bistouryd.portfolio import PortfolioSnapshot
 from bistouryd.storage.db import open_db
 from bistouryd.storage.decisions import decision_stats, get_decision, query_decisions
 from bistouryd.storage.events import query_events
@@ -35,6 +37,7 @@ from bistouryd.storage.marketdata import BatchQueue, Item, WriteError, WriteResu
 from bistouryd.storage.retention import RetentionSettings, refresh_views, run_retention
 from bistouryd.storage.signals import query_signals
 from bistouryd.storage.status import compute_status
+from bistouryd.storage.trading import decision_outcome, fills_with_rationales, latest_portfolio
 from bistouryd.strategies.base import Signal
 from bistouryd.supervision import (
     DataStatusQuery,
@@ -49,13 +52,30 @@ from bistouryd.supervision import (
     SignalsQuery,
     SignalsResult,
     StoreEvents,
+    TradingQuery,
+    TradingResult,
     sample,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STORABLE = (Candle, L2Book, Trades, AssetCtx, FundingRate, RawMessage, Signal, DecisionRecord)
+STORABLE = (
+    Candle,
+    L2Book,
+    Trades,
+    AssetCtx,
+    FundingRate,
+    RawMessage,
+    Signal,
+    DecisionRecord,
+    OrderRequest,
+    OrderUpdate,
+    Fill,
+    FundingPayment,
+    RiskRefusal,
+    PortfolioSnapshot,
+)
 SIZES_EVERY_S = 10.0
 YIELD_EVERY = 200
 BACKLOG_BATCHES = 2  # batches queued here before the recorder stops taking more
@@ -115,6 +135,8 @@ class RecorderAgent(Agent):
             await self._answer_signals(msg)
         elif isinstance(msg, DecisionsQuery):
             await self._answer_decisions(msg)
+        elif isinstance(msg, TradingQuery):
+            await self._answer_trading(msg)
         else:
             await super().handle(msg)
 
@@ -223,7 +245,14 @@ class RecorderAgent(Agent):
                 return
             if q.view == "show":
                 found = await self._read(get_decision, id_prefix=q.id_prefix or "")
-                await self.send(DecisionsResult(request_id=rid, decisions=[found] if found else []))
+                outcome = (
+                    await self._read(decision_outcome, decision_id=found.id) if found else None
+                )
+                await self.send(
+                    DecisionsResult(
+                        request_id=rid, decisions=[found] if found else [], outcome=outcome
+                    )
+                )
                 return
             records = await self._read(
                 query_decisions,
@@ -235,6 +264,21 @@ class RecorderAgent(Agent):
             await self.send(DecisionsResult(request_id=rid, decisions=records))
         except (duckdb.Error, ValueError) as exc:
             await self.send(DecisionsResult(request_id=rid, error=str(exc)))
+
+    async def _answer_trading(self, q: TradingQuery) -> None:
+        await self._flush()
+        rid = q.request_id
+        try:
+            if q.view == "positions":
+                portfolio = await self._read(latest_portfolio)
+                await self.send(TradingResult(request_id=rid, portfolio=portfolio))
+                return
+            fills, rationales = await self._read(
+                fills_with_rationales, limit=q.limit, coin=q.coin, since_ms=q.since_ms
+            )
+            await self.send(TradingResult(request_id=rid, fills=fills, rationales=rationales))
+        except duckdb.Error as exc:
+            await self.send(TradingResult(request_id=rid, error=str(exc)))
 
     async def _answer_status(self, query: DataStatusQuery) -> None:
         rid = query.request_id

@@ -5,7 +5,8 @@ Margin model (cross only): initial margin = position notional at mark / leverage
 maintenance margin = notional / (2 x the asset's max leverage), which reproduces the
 ``crossMaintenanceMarginUsed`` of a real recorded account (ccxt sample, 2024). Funding payment
 = size x oracle price x rate; longs pay when the rate is positive. Money is rounded to 6
-decimals (USDC) where HyperLiquid reports it.
+decimals (USDC) where HyperLiquid reports it. The arithmetic is ``bistouryd.exchange.account``'s,
+shared with the paper broker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bistouryd.exchange.account import (
+    cross_liquidation_px,
+    fill_effect,
+    funding_payment_usd,
+    maintenance_margin_usd,
+)
 from bistouryd.exchange.rules import AssetRules
 
 DEFAULT_LEVERAGE = 20  # what a fresh real account shows for every asset (capped at max)
@@ -129,31 +136,16 @@ class Account:
         coin = rules.name
         pos = self.positions.get(coin)
         start = pos.szi if pos else 0.0
-        delta = sz if is_buy else -sz
-        end = round(start + delta, rules.sz_decimals)
-        closed = 0.0
-        if start == 0 or (start > 0) == is_buy:
-            direction = "Open Long" if is_buy else "Open Short"
-            entry = px if pos is None else (abs(start) * pos.entry_px + sz * px) / (abs(start) + sz)
-        else:
-            assert pos is not None
-            closing = min(sz, abs(start))
-            closed = closing * (px - pos.entry_px) * (1 if start > 0 else -1)
-            if end == 0:
-                direction = "Close Long" if start > 0 else "Close Short"
-            elif (end > 0) != (start > 0):
-                direction = "Long > Short" if start > 0 else "Short > Long"
-            else:
-                direction = "Close Long" if start > 0 else "Close Short"
-            entry = px if (end > 0) != (start > 0) else pos.entry_px
+        effect = fill_effect(start, pos.entry_px if pos else 0.0, is_buy, px, sz, rules.sz_decimals)
+        end = effect.end_szi
         if end == 0:
             self.positions.pop(coin, None)
         elif pos is None or (end > 0) != (start > 0):
-            self.positions[coin] = Position(coin, end, entry)
+            self.positions[coin] = Position(coin, end, effect.entry_px)
         else:
-            pos.szi, pos.entry_px = end, entry
+            pos.szi, pos.entry_px = end, effect.entry_px
             pos.funding_since_change_usd = 0.0
-        self.balance_usd += closed - fee_usd
+        self.balance_usd += effect.closed_pnl_usd - fee_usd
         self.volume_usd += px * sz
         fill = UserFill(
             coin=coin,
@@ -162,8 +154,8 @@ class Account:
             side="B" if is_buy else "A",
             time_ms=time_ms,
             start_position=start,
-            dir=direction,
-            closed_pnl_usd=usd(closed),
+            dir=effect.direction,
+            closed_pnl_usd=usd(effect.closed_pnl_usd),
             hash=hash,
             oid=oid,
             crossed=crossed,
@@ -181,7 +173,7 @@ class Account:
         pos = self.positions.get(coin)
         if pos is None:
             return None
-        paid = pos.szi * oracle_px * rate
+        paid = -funding_payment_usd(pos.szi, oracle_px, rate)
         self.balance_usd -= paid
         pos.funding_all_time_usd += paid
         pos.funding_since_open_usd += paid
@@ -195,7 +187,9 @@ class Account:
         upnl = {c: p.szi * (marks[c] - p.entry_px) for c, p in self.positions.items()}
         value = self.balance_usd + sum(upnl.values())
         notional = {c: abs(p.szi) * marks[c] for c, p in self.positions.items()}
-        maint = {c: notional[c] / (2 * rules[c].max_leverage) for c in self.positions}
+        maint = {
+            c: maintenance_margin_usd(notional[c], rules[c].max_leverage) for c in self.positions
+        }
         total_maint = sum(maint.values())
         used = 0.0
         views = []
@@ -204,11 +198,9 @@ class Account:
             margin = notional[coin] / lev
             used += margin
             entry_margin = abs(pos.szi) * pos.entry_px / lev
-            # Cross liquidation: the mark at which account value falls to maintenance margin,
-            # other positions held at their marks.
-            other = total_maint - maint[coin]
-            s, m, half = pos.szi, marks[coin], 1 / (2 * rules[coin].max_leverage)
-            liq = (other - value + s * m) / (s - abs(s) * half)
+            liq = cross_liquidation_px(
+                pos.szi, marks[coin], value, total_maint - maint[coin], rules[coin].max_leverage
+            )
             views.append(
                 PositionView(
                     coin=coin,
@@ -220,7 +212,7 @@ class Account:
                     unrealized_pnl_usd=upnl[coin],
                     return_on_equity=upnl[coin] / entry_margin if entry_margin else 0.0,
                     margin_used_usd=margin,
-                    liquidation_px=liq if liq > 0 else None,
+                    liquidation_px=liq,
                     funding_all_time_usd=pos.funding_all_time_usd,
                     funding_since_open_usd=pos.funding_since_open_usd,
                     funding_since_change_usd=pos.funding_since_change_usd,

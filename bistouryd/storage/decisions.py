@@ -20,7 +20,7 @@ from bistouryd.llm.cache import CachedAnswer, CacheKey, MemoryCache
 from bistouryd.llm.record import DecisionRecord
 from bistouryd.storage.db import newest_rows
 from bistouryd.storage.marketdata import TableSpec, WriteResult, _columns, _insert
-from bistouryd.storage.reports import DecisionStats
+from bistouryd.storage.reports import BucketOutcome, DecisionStats
 
 DECISIONS = TableSpec(
     name="decisions",
@@ -262,6 +262,7 @@ def decision_stats(
         ).fetchall()
         return {str(k): int(n) for k, n in rows}
 
+    outcomes, realised = _outcomes(con, clause, params)
     return DecisionStats(
         total=int(total),
         by_action=counts("action"),
@@ -275,4 +276,51 @@ def decision_stats(
         confidence_buckets={
             name: int(n) for (name, _, _), n in zip(CONFIDENCE_BUCKETS, row[6:], strict=True)
         },
+        outcomes=outcomes,
+        realised_pnl_usd=realised,
+        cost_usd_per_pnl_usd=float(cost) / realised if realised > 0 else None,
     )
+
+
+def _outcomes(
+    con: duckdb.DuckDBPyConnection, clause: str, params: list[object]
+) -> tuple[dict[str, BucketOutcome], float]:
+    """Hit rate and average realised P&L (after fees) of the positions the decisions
+    opened and that are closed by now, by confidence bucket; and their total."""
+    where = f"{clause} AND" if clause else "WHERE"
+    bucket = (
+        "CASE "
+        + " ".join(
+            f"WHEN confidence {'<=' if high >= 1 else '<'} {high} THEN '{name}'"
+            for name, _, high in CONFIDENCE_BUCKETS
+        )
+        + " END"
+    )
+    rows = con.execute(
+        f"""
+        WITH opened AS (
+            SELECT d.id, {bucket} AS bucket,
+                (SELECT coalesce(sum(sz), 0) FROM fills f
+                    WHERE f.decision_id = d.id AND f.purpose = 'open') AS entered_sz,
+                (SELECT coalesce(sum(sz), 0) FROM fills f WHERE f.opened_by = d.id) AS exited_sz,
+                (SELECT coalesce(sum(closed_pnl_usd), 0) FROM fills f
+                    WHERE f.opened_by = d.id)
+                - (SELECT coalesce(sum(fee_usd), 0) FROM fills f
+                    WHERE f.decision_id = d.id OR f.opened_by = d.id) AS pnl_usd
+            FROM decisions d {where} action IN ('open_long', 'open_short')
+        )
+        SELECT bucket, count(*), count(*) FILTER (WHERE pnl_usd > 0), avg(pnl_usd), sum(pnl_usd)
+        FROM opened WHERE entered_sz > 0 AND exited_sz >= entered_sz * 0.999999
+        GROUP BY bucket
+        """,
+        params,
+    ).fetchall()
+    found = {str(b): (int(n), int(hits), float(avg)) for b, n, hits, avg, _ in rows}
+    outcomes = {
+        name: BucketOutcome(
+            closed_n=found[name][0], hits=found[name][1], avg_pnl_usd=found[name][2]
+        )
+        for name, _, _ in CONFIDENCE_BUCKETS
+        if name in found
+    }
+    return outcomes, float(sum(r[4] for r in rows))

@@ -36,8 +36,16 @@ import duckdb
 import pyarrow as pa
 
 from bistouryd.events import SysEvent
+from bistouryd.exchange.orders import (
+    Fill,
+    FundingPayment,
+    OrderRequest,
+    OrderUpdate,
+    RiskRefusal,
+)
 from bistouryd.llm.record import DecisionRecord
 from bistouryd.market import AssetCtx, Candle, FundingRate, L2Book, RawMessage, Trades
+from bistouryd.portfolio import PortfolioSnapshot
 from bistouryd.storage.events import insert_events
 from bistouryd.strategies.base import Signal
 
@@ -51,6 +59,12 @@ Item = (
     | SysEvent
     | Signal
     | DecisionRecord
+    | OrderRequest
+    | OrderUpdate
+    | Fill
+    | FundingPayment
+    | RiskRefusal
+    | PortfolioSnapshot
 )
 
 
@@ -308,7 +322,10 @@ def table_of(item: Item) -> str:
         return "signals"
     if isinstance(item, DecisionRecord):
         return "decisions"
-    return "sys_events"
+    from bistouryd.storage.trading import TRADING_TABLES
+
+    spec = TRADING_TABLES.get(type(item))
+    return spec.name if spec is not None else "sys_events"
 
 
 # ---- writing ------------------------------------------------------------------------------
@@ -465,6 +482,11 @@ def write_batch(
             from bistouryd.storage.decisions import insert_decisions
 
             insert_decisions(con, decisions, result)
+        from bistouryd.storage.trading import TRADING_TABLES, insert_trading
+
+        for spec in TRADING_TABLES.values():
+            if groups.get(spec.name):
+                insert_trading(con, spec, groups[spec.name], result)
         events: list[SysEvent] = groups.get("sys_events", [])
         if events:
             insert_events(con, events)

@@ -6,7 +6,11 @@ Kept apart from the code that computes them so that the orchestrator, which rela
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import itertools
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bistouryd.exchange.orders import Fill, OrderRequest, OrderUpdate, RiskRefusal
 
 
 class Gap(BaseModel):
@@ -43,14 +47,29 @@ class DataStatus(BaseModel):
     series: list[SeriesStatus]
 
 
+class BucketOutcome(BaseModel):
+    """The closed positions opened by decisions of one confidence range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    closed_n: int
+    hits: int = Field(description="closed with a profit after fees")
+    avg_pnl_usd: float
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.closed_n if self.closed_n else 0.0
+
+
 class DecisionStats(BaseModel):
     """A summary of stored decisions (``bistoury decisions stats``).
 
     ``fallback_rate``: the share of decisions with at least one fallback step (a provider
     that failed or was skipped first). ``latency_*_s``: continuous quantiles, None when
     there are no decisions. ``confidence_buckets``: decisions per confidence range,
-    [0, 0.25), [0.25, 0.5), [0.5, 0.75), [0.75, 1]. Hit rate and realised P&L are not
-    here: they need the positions the decisions led to, and come with them.
+    [0, 0.25), [0.25, 0.5), [0.5, 0.75), [0.75, 1]. ``outcomes``: per range, the
+    positions opened by those decisions that are closed, with their hit rate and average
+    realised P&L after fees (a calibrated model's hit rate rises with its confidence).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,3 +84,35 @@ class DecisionStats(BaseModel):
     latency_p50_s: float | None
     latency_p95_s: float | None
     confidence_buckets: dict[str, int]
+    outcomes: dict[str, BucketOutcome] = Field(default_factory=dict)
+    realised_pnl_usd: float = 0.0
+    cost_usd_per_pnl_usd: float | None = Field(
+        default=None, description="model cost per dollar of realised P&L (None: no profit)"
+    )
+
+    @property
+    def calibrated(self) -> bool | None:
+        """Whether the hit rate rises (never falls) with confidence; None below two ranges."""
+        rates = [o.hit_rate for o in self.outcomes.values() if o.closed_n]
+        if len(rates) < 2:
+            return None
+        return all(a <= b for a, b in itertools.pairwise(rates))
+
+
+class DecisionOutcome(BaseModel):
+    """What followed one decision: its orders and what became of them, their fills, the
+    refusal if the risk engine said no, and the fills that later reduced the position it
+    opened (its stop, its target, a later close)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision_id: str
+    orders: list[OrderRequest] = Field(default_factory=list)
+    updates: list[OrderUpdate] = Field(default_factory=list)
+    fills: list[Fill] = Field(default_factory=list)
+    closing_fills: list[Fill] = Field(default_factory=list)
+    refusals: list[RiskRefusal] = Field(default_factory=list)
+    open_sz: float = Field(default=0.0, description="entered size not yet closed")
+    closed_pnl_usd: float = Field(default=0.0, description="before fees")
+    fees_usd: float = Field(default=0.0, description="on every fill of the position")
+    realised_pnl_usd: float = Field(default=0.0, description="closed P&L after fees")

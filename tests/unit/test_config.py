@@ -58,7 +58,7 @@ def test_near_empty_file_keeps_other_defaults() -> None:
     config = parse_config_text("trading:\n  max_positions: 7\n")
     assert config.trading.max_positions == 7
     assert config.trading.pairs == ["BTC", "ETH"]
-    assert config.agents.enabled == ["recorder", "collector", "signals", "trader"]
+    assert config.agents.enabled == ["recorder", "collector", "signals", "trader", "positions"]
     assert config.exchange.network == "mainnet"
     assert config.metrics.port == 9464
 
@@ -67,7 +67,7 @@ def test_bundled_example_config_is_valid() -> None:
     text = (REPO / "etc" / "config.yaml").read_text(encoding="utf-8")
     config = parse_config_text(text, "etc/config.yaml")
     assert config.trading.pairs == ["BTC", "ETH"]
-    assert config.agents.enabled == ["recorder", "collector", "signals", "trader"]
+    assert config.agents.enabled == ["recorder", "collector", "signals", "trader", "positions"]
     assert config.logging.level == "INFO"
 
 
@@ -312,7 +312,7 @@ def test_unknown_agent_close_and_far() -> None:
     assert problem.message == "unknown agent 'recordr'"
     assert problem.hint == "did you mean 'recorder'?"
     problem = only(problems_of("agents:\n  enabled: [recorder, zzz]\n"))
-    assert problem.hint == "known agents: recorder, collector, signals, trader"
+    assert problem.hint == "known agents: recorder, collector, signals, trader, positions"
 
 
 def test_recorder_is_required() -> None:
