@@ -376,3 +376,19 @@ def trades(fills: list[dict[str, Any]], rationales: dict[str, str]) -> str:
             short = " ".join(rationale.split())
             lines.append(f"{'':21}↳ {short[:110]}{'…' if len(short) > 110 else ''}")
     return "\n".join(lines)
+
+
+def flatten(r: dict[str, Any]) -> str:
+    """What an emergency stop did to the account."""
+    closed = ", ".join(f"{c} {v:g}" for c, v in sorted(r["closed"].items())) or "none"
+    lines = [
+        f"emergency stop: canceled {r['canceled_orders']} order(s); closed: {closed}",
+    ]
+    if r["remaining"]:
+        still = ", ".join(f"{c} {v:+g}" for c, v in sorted(r["remaining"].items()))
+        lines.append(f"ERROR: still open: {still}")
+        lines.append("  → close them on the exchange by hand")
+    lines += [f"ERROR: {e}" for e in r["errors"] if not r["remaining"]]
+    if r.get("snapshot_path"):
+        lines.append(f"state saved to {r['snapshot_path']}")
+    return "\n".join(lines)

@@ -41,6 +41,7 @@ from bistouryd.protocol import (
 from bistouryd.state import Mode, Pausable, PauseScope
 from bistouryd.storage.reports import DecisionOutcome, DecisionStats
 from bistouryd.strategies.base import Signal
+from bistouryd.supervision import FlattenReport
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ class ReloadResult(_Result):
 class StopResult(_Result):
     pid: int
     emergency: bool
+    flatten: FlattenReport | None = None  # what the emergency stop did
 
 
 class EventsResult(_Result):

@@ -75,6 +75,8 @@ from bistouryd.supervision import (
     DecisionsQuery,
     EventsQuery,
     EventsStored,
+    Flatten,
+    FlattenReport,
     Init,
     LogRecord,
     MetricSample,
@@ -100,6 +102,7 @@ RESEND_AFTER_S = 2.0
 OUTBOX_MAX = 10_000
 STORE_BATCH = 500
 QUERY_TIMEOUT_S = 5.0
+FLATTEN_TIMEOUT_S = 30.0  # cancel and close everything, a few attempts on fresh books
 DATA_STATUS_TIMEOUT_S = 25.0
 _LEVELS = {
     "info": logging.INFO,
@@ -145,6 +148,8 @@ class Orchestrator:
         self.outbox = EventOutbox(OUTBOX_MAX, RESEND_AFTER_S, self.metrics.events_dropped.inc)
         self.supervisor: Supervisor | None = None
         self._queries: dict[str, asyncio.Future[RecorderAnswer]] = {}
+        self._flatten: asyncio.Future[FlattenReport] | None = None
+        self._flattened: FlattenReport | None = None
         self._shutdown: ShutdownRequest | None = None
         self._shutdown_event = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -166,6 +171,11 @@ class Orchestrator:
                 sig, self.request_shutdown, ShutdownRequest(f"signal {signal.Signals(sig).name}")
             )
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self._reload_from_signal()))
+        loop.add_signal_handler(
+            signal.SIGUSR1,
+            self.request_shutdown,
+            ShutdownRequest("signal SIGUSR1", emergency=True, code=DAEMON_EXIT_EMERGENCY),
+        )
         self.metrics.set_mode(self.state.mode)
         self.emit(
             SysEvent(
@@ -274,10 +284,13 @@ class Orchestrator:
             )
         )
         if request.emergency:
+            report = self._flattened or await self._emergency_flatten(request.reason)
             self.state = self.state.model_copy(
                 update={"emergency_stop_ts_ms": int(time.time() * 1000)}
             )
             self.store.save(self.state)
+            if report is not None:
+                self.emit(_flatten_event(report))
             await self._drain_outbox(timeout_s=2.0)
             await self.sup.stop(list(self.sup.handles.values()), "emergency stop")
         else:
@@ -372,6 +385,9 @@ class Orchestrator:
             _relog(h.name, msg)
         elif isinstance(msg, TradingPause):
             self._agent_pause(h.name, msg)
+        elif isinstance(msg, FlattenReport):
+            if self._flatten is not None and not self._flatten.done():
+                self._flatten.set_result(msg)
         elif isinstance(msg, EventsStored):
             self.outbox.acknowledge(msg.ids)
         elif isinstance(
@@ -624,9 +640,48 @@ class Orchestrator:
             },
         )
 
+    async def _emergency_flatten(self, reason: str) -> FlattenReport | None:
+        """Pause trading, then have the positions agent cancel every order and close every
+        position, straight (not through the trader: it may be hung). Idempotent: the
+        first report is kept and returned again."""
+        if self._flattened is not None:
+            return self._flattened
+        if "trading" not in self.state.paused:
+            self._change_state(
+                self.state.with_paused("trading", True),
+                SysEvent(
+                    kind="pause",
+                    level="critical",
+                    message=f"pause trading: emergency stop ({reason})",
+                    details={"scope": "trading"},
+                ),
+            )
+        positions = self.sup.handles.get("positions")
+        if positions is None or not positions.alive:
+            log.critical("emergency stop: no positions agent running; nothing to flatten")
+            return None
+        if self._flatten is None:
+            self._flatten = asyncio.get_running_loop().create_future()
+            await self.sup.send("positions", Flatten(reason=reason))
+        try:
+            report = await asyncio.wait_for(asyncio.shield(self._flatten), FLATTEN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.critical(
+                "emergency stop: the positions agent did not report within %.0f s\n"
+                "  → check the positions on the exchange by hand",
+                FLATTEN_TIMEOUT_S,
+            )
+            return None
+        self._flattened = report
+        return report
+
     async def _cmd_stop(self, req: StopRequest) -> StopResult:
         reason = "emergency stop requested" if req.emergency else "stop requested"
         code = DAEMON_EXIT_EMERGENCY if req.emergency else 0
+        if req.emergency:
+            report = await self._emergency_flatten(reason)
+            self.request_shutdown(ShutdownRequest(reason, True, code))
+            return StopResult(pid=os.getpid(), emergency=True, flatten=report)
         # Reply first; the shutdown starts right after the reply is sent.
         asyncio.get_running_loop().call_later(
             0.05, self.request_shutdown, ShutdownRequest(reason, req.emergency, code)
@@ -883,3 +938,22 @@ def _relog(agent: str, rec: LogRecord) -> None:
         }
     )
     logging.getLogger(record.name).handle(record)
+
+
+def _flatten_event(report: FlattenReport) -> SysEvent:
+    closed = ", ".join(f"{c} {v:g}" for c, v in sorted(report.closed.items())) or "nothing"
+    message = f"emergency stop: canceled {report.canceled_orders} order(s), closed {closed}"
+    if report.remaining:
+        message += "; STILL OPEN: " + ", ".join(
+            f"{c} {v:+g}" for c, v in sorted(report.remaining.items())
+        )
+    return SysEvent(
+        kind="emergency_stop",
+        level="critical",
+        message=message,
+        details={
+            "canceled_orders": report.canceled_orders,
+            "still_open": len(report.remaining),
+            "snapshot": report.snapshot_path,
+        },
+    )

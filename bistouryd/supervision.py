@@ -228,6 +228,19 @@ class TradingPause(_Msg):
     reason: str
 
 
+class FlattenReport(_Msg):
+    """What the positions agent did on an emergency stop."""
+
+    type: Literal["flatten_report"] = "flatten_report"
+    canceled_orders: int = 0
+    closed: dict[str, float] = Field(default_factory=dict, description="coin -> size closed")
+    remaining: dict[str, float] = Field(
+        default_factory=dict, description="coin -> signed size still open (should be none)"
+    )
+    snapshot_path: str | None = None
+    errors: list[str] = Field(default_factory=list)
+
+
 class EventsStored(_Msg):
     """The recorder committed these events."""
 
@@ -285,6 +298,7 @@ FromAgent = Annotated[
     | ReportEvent
     | LogRecord
     | TradingPause
+    | FlattenReport
     | EventsStored
     | EventsResult
     | DataStatusResult
@@ -326,6 +340,13 @@ class ModeUpdate(_Msg):
 
 class Stop(_Msg):
     type: Literal["stop"] = "stop"
+    reason: str
+
+
+class Flatten(_Msg):
+    """Emergency stop: cancel every order and close every position now."""
+
+    type: Literal["flatten"] = "flatten"
     reason: str
 
 
@@ -388,6 +409,7 @@ ToAgent = Annotated[
     | ConfigUpdate
     | ModeUpdate
     | Stop
+    | Flatten
     | StoreEvents
     | EventsQuery
     | DataStatusQuery

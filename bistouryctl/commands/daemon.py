@@ -75,9 +75,12 @@ def _gone(pid: int, socket_path: Path) -> bool:
 
 
 def stop(args: argparse.Namespace) -> int:
-    client = connect(args)
+    # An emergency stop answers once every order is canceled and every position closed.
+    client = connect(args, EMERGENCY_REPLY_S if args.emergency else None)
     result = request(client, "stop", emergency=args.emergency)
     what = "emergency stop" if args.emergency else "stop"
+    if result.get("flatten") and not args.json:
+        print(render.flatten(result["flatten"]))
     if args.no_wait:
         return emit(args, result, lambda: f"bistouryd (pid {result['pid']}): {what} requested")
     deadline = time.monotonic() + STOP_WAIT_S
@@ -95,6 +98,9 @@ def stop(args: argparse.Namespace) -> int:
         {**result, "stopped": True},
         lambda: f"bistouryd (pid {result['pid']}) stopped ({what})",
     )
+
+
+EMERGENCY_REPLY_S = 45.0
 
 
 def positive(text: str) -> int:
@@ -217,7 +223,8 @@ def register(
     p.add_argument(
         "--emergency",
         action="store_true",
-        help="stop every agent at once and record an emergency stop",
+        help="pause trading, cancel every order, close every position at market, save the "
+        "state, then stop (also: kill -USR1 PID)",
     )
     p.add_argument("--no-wait", action="store_true", help="return once the request is taken")
     p.set_defaults(func=stop)

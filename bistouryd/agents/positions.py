@@ -19,10 +19,13 @@ orchestrator does not let the daemon into ``live``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
 
 import httpx
+from pydantic import BaseModel
 
 from bistouryd.agents.base import Agent, run
 from bistouryd.exchange.orders import (
@@ -41,6 +44,7 @@ from bistouryd.exchange.risk import (
     check,
     daily_loss_breached,
     exposure_usd,
+    flatten_orders,
     protective_orders,
     remaining_budget_usd,
 )
@@ -49,7 +53,16 @@ from bistouryd.llm.record import DecisionRecord
 from bistouryd.logs import TRADE
 from bistouryd.market import AssetCtx, FundingRate, L2Book, Trades
 from bistouryd.portfolio import PortfolioSnapshot, PositionView
-from bistouryd.supervision import HistogramFamily, MetricSample, TradingPause, labelled, sample
+from bistouryd.strategies.base import Signal
+from bistouryd.supervision import (
+    Flatten,
+    FlattenReport,
+    HistogramFamily,
+    MetricSample,
+    TradingPause,
+    labelled,
+    sample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +71,8 @@ BATCH = 200
 SNAPSHOT_EVERY_S = 5.0
 STORE_SNAPSHOT_EVERY_S = 10.0
 RULES_RETRY_S = 5.0
+FLATTEN_ATTEMPTS = 5
+FLATTEN_RETRY_S = 1.0  # a new book arrives meanwhile: the next attempt takes its depth
 # From 50 µs to 1 s: the risk check and a paper fill take well under a millisecond.
 LATENCY_BOUNDS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
 REDUCING = ("close", "reduce", "stop_loss", "take_profit", "emergency")
@@ -86,6 +101,9 @@ class PositionsAgent(Agent):
             "mode",
         )
         self._stored_snapshot_s = 0.0
+        self.flattening = False
+        self.last_decisions: dict[str, DecisionRecord] = {}
+        self.last_signals: dict[tuple[str, str], Signal] = {}
         self.spawn(self._load_rules(), "rules")
         self.spawn(self._consume(), "consume")
         self.spawn(self._snapshots(), "snapshots")
@@ -129,7 +147,7 @@ class PositionsAgent(Agent):
                 await asyncio.sleep(RULES_RETRY_S)
 
     async def _consume(self) -> None:
-        sub = self.subscribe(["dec.", "md.l2.", "md.trades.", "md.funding.", "md.ctx."])
+        sub = self.subscribe(["dec.", "sig.", "md.l2.", "md.trades.", "md.funding.", "md.ctx."])
         while True:
             batch = await sub.recv_batch(BATCH)
             for _, envelope in batch:
@@ -143,7 +161,10 @@ class PositionsAgent(Agent):
                 elif isinstance(body, FundingRate):
                     self._on_funding(body)
                 elif isinstance(body, DecisionRecord):
+                    self.last_decisions[body.coin] = body
                     await self._on_decision(body)
+                elif isinstance(body, Signal):
+                    self.last_signals[(body.coin, body.strategy)] = body
             if len(batch) == BATCH:
                 await asyncio.sleep(0)
 
@@ -186,6 +207,9 @@ class PositionsAgent(Agent):
     async def _on_decision(self, record: DecisionRecord) -> None:
         decision = record.decision
         if decision.action == "hold":
+            return
+        if self.flattening:
+            log.warning("positions agent ignores a %s decision: emergency stop", decision.action)
             return
         if not self.active:
             log.debug("positions agent ignores a decision in mode %s", self.mode)
@@ -250,6 +274,80 @@ class PositionsAgent(Agent):
         log.log(
             TRADE, "%s %s refused (%s): %s → %s", record.coin, refusal.action, rule, message, hint
         )
+
+    # ---- emergency stop ------------------------------------------------------------------
+
+    async def handle(self, msg: BaseModel) -> None:
+        if isinstance(msg, Flatten):
+            await self.send(await self._flatten(msg.reason))
+        else:
+            await super().handle(msg)
+
+    async def _flatten(self, reason: str) -> FlattenReport:
+        """Cancel every order, close every position (retrying on fresh books), and save
+        the state before and after. Decisions arriving meanwhile are ignored."""
+        self.flattening = True
+        before = self.snapshot()
+        held = {coin: p.szi for coin, p in self.broker.positions.items()}
+        log.critical("emergency stop (%s): flattening %s", reason, held or "no position")
+        now_ms = self.now_ms or int(time.time() * 1000)
+        canceled = self.broker.cancel_all(now_ms)
+        self._apply([(u, []) for u in canceled], self._openers())
+        errors: list[str] = []
+        for attempt in range(FLATTEN_ATTEMPTS):
+            if not self.broker.positions:
+                break
+            if attempt:
+                await asyncio.sleep(FLATTEN_RETRY_S)
+            for order in flatten_orders(self._account(), self.rules, self.now_ms or now_ms):
+                self._submit(order, self._openers())
+        remaining = {coin: p.szi for coin, p in self.broker.positions.items()}
+        if remaining:
+            errors.append(
+                f"still open after {FLATTEN_ATTEMPTS} attempts: "
+                + ", ".join(f"{c} {v:+g}" for c, v in sorted(remaining.items()))
+            )
+        after = self.snapshot()
+        self.store.push(after.topic, after)
+        path = self._save_emergency(reason, before, after, len(canceled), errors)
+        return FlattenReport(
+            canceled_orders=len(canceled),
+            closed={c: abs(v) - abs(remaining.get(c, 0.0)) for c, v in held.items()},
+            remaining=remaining,
+            snapshot_path=str(path) if path else None,
+            errors=errors,
+        )
+
+    def _save_emergency(
+        self,
+        reason: str,
+        before: PortfolioSnapshot,
+        after: PortfolioSnapshot,
+        canceled: int,
+        errors: list[str],
+    ) -> Path | None:
+        """The whole picture at the emergency stop, as one JSON file in the state dir."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = self.state_dir / f"emergency-{stamp}.json"
+        record = {
+            "reason": reason,
+            "wall_ts_ms": int(time.time() * 1000),
+            "before": before.model_dump(mode="json"),
+            "after": after.model_dump(mode="json"),
+            "canceled_orders": canceled,
+            "errors": errors,
+            "last_decisions": {
+                c: r.model_dump(mode="json", exclude={"prompt_system"})
+                for c, r in self.last_decisions.items()
+            },
+            "last_signals": [s.model_dump(mode="json") for s in self.last_signals.values()],
+        }
+        try:
+            path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        except OSError as exc:
+            log.error("cannot save the emergency snapshot to %s: %s", path, exc)
+            return None
+        return path
 
     # ---- results ----------------------------------------------------------------------
 

@@ -176,6 +176,40 @@ def protective_orders(
     return tuple(orders)
 
 
+EMERGENCY_SLIPPAGE_PCT = 5.0  # the emergency stop must get out: the SDK's market default
+
+
+def flatten_orders(
+    account: AccountState, rules: Mapping[str, AssetRules], now_ms: int
+) -> tuple[OrderRequest, ...]:
+    """The emergency stop's orders: one reduce-only market (IoC) order closing each open
+    position, at worst mark ± 5% (the entry price stands in for a missing mark). They
+    can only reduce risk, so no limit refuses them."""
+    limits = RiskLimits(max_slippage_pct=EMERGENCY_SLIPPAGE_PCT)
+    orders = []
+    for coin, position in sorted(account.positions.items()):
+        asset = rules.get(coin)
+        sz = round_sz(abs(position.szi), asset.sz_decimals) if asset else 0.0
+        if asset is None or sz <= 0:
+            continue
+        is_buy = position.szi < 0
+        mark_px = account.marks.get(coin) or position.entry_px
+        orders.append(
+            OrderRequest(
+                ts_ms=now_ms,
+                coin=coin,
+                is_buy=is_buy,
+                sz=sz,
+                kind="market",
+                limit_px=_market_px(mark_px, is_buy, limits, asset),
+                reduce_only=True,
+                purpose="emergency",
+                decision_id=position.decision_id,
+            )
+        )
+    return tuple(orders)
+
+
 def _trigger(
     position: Position,
     sz: float,
