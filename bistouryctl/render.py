@@ -344,6 +344,11 @@ def portfolio(p: dict[str, Any] | None) -> str:
         f"  exposure      {p['exposure_usd']:,.2f} USD; risk budget left "
         f"{p['risk_budget_usd']:,.2f} USD, {p['max_positions_left']} more position(s)",
     ]
+    if p.get("buy_and_hold"):
+        market = ", ".join(f"{c} {r:+.2%}" for c, r in sorted(p["buy_and_hold"].items()))
+        lines.append(
+            f"  vs market     this session {p['session_return']:+.2%}; buy-and-hold {market}"
+        )
     if not p["positions"]:
         return "\n".join([*lines, "", "no open position"])
     lines += ["", f"{'COIN':<8} {'SIDE':<6} {'SIZE':>12} {'ENTRY':>12} {'UNREALISED':>12}"]
@@ -391,4 +396,16 @@ def flatten(r: dict[str, Any]) -> str:
     lines += [f"ERROR: {e}" for e in r["errors"] if not r["remaining"]]
     if r.get("snapshot_path"):
         lines.append(f"state saved to {r['snapshot_path']}")
+    return "\n".join(lines)
+
+
+def risk(r: dict[str, Any]) -> str:
+    """The limits in force; those set with ``risk set`` are marked."""
+    lines = [f"{'LIMIT':<28} {'VALUE':>12}"]
+    for key, value in r["limits"].items():
+        mark = "  (risk set)" if key in r["overrides"] else ""
+        shown = "none" if value is None else f"{value:g}"
+        lines.append(f"{key:<28} {shown:>12}{mark}")
+    if r.get("changed"):
+        lines.append(f"changed: {', '.join(r['changed'])} (the next order obeys it)")
     return "\n".join(lines)

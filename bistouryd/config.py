@@ -800,6 +800,32 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, value
 
 
+# What ``bistouryctl risk set`` may change at run time: every limit, nothing else.
+RISK_KEYS: tuple[str, ...] = (
+    "trading.position_size_pct",
+    "trading.max_positions",
+    "trading.stop_loss_pct",
+    "trading.take_profit_pct",
+    *(f"risk.{name}" for name in RiskConfig.model_fields),
+)
+
+
+def with_overrides(config: Config, overrides: Mapping[str, float | None]) -> Config:
+    """``config`` with the ``risk set`` overrides applied and the result validated
+    (``ValueError`` with the problem, e.g. an out-of-range value)."""
+    data = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        if key not in RISK_KEYS:
+            raise ValueError(f"{key!r} is not a risk limit; known: {', '.join(RISK_KEYS)}")
+        section, name = key.split(".")
+        data[section][name] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
 def diff(old: Config, new: Config) -> list[str]:
     """Dotted paths of the settings that differ, e.g. ``["agents.enabled", "logging.level"]``."""
     before = dict(_flatten(old.model_dump(mode="json")))

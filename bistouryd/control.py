@@ -129,6 +129,13 @@ class TradesRequest(_Request):
     since_ms: int | None = Field(default=None, ge=0)
 
 
+class RiskRequest(_Request):
+    cmd: Literal["risk"]
+    action: Literal["show", "set", "reset"] = "show"
+    key: str | None = Field(default=None, max_length=64)
+    value: float | None = None  # None with set: remove an optional limit (max_position_usd)
+
+
 class CollectRequest(_Request):
     cmd: Literal["collect"]
     pairs: list[str] | None = Field(default=None, max_length=500)
@@ -148,7 +155,8 @@ Request = Annotated[
     | SignalsRequest
     | DecisionsRequest
     | PositionsRequest
-    | TradesRequest,
+    | TradesRequest
+    | RiskRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)
@@ -275,6 +283,12 @@ class PositionsResult(_Result):
 class TradesResult(_Result):
     fills: list[Fill]
     rationales: dict[str, str]
+
+
+class RiskResult(_Result):
+    limits: dict[str, float | None]  # the limits in force
+    overrides: dict[str, float | None]  # those set by `risk set`, over the config file
+    changed: list[str]
 
 
 class ConfigCheckResult(_Result):

@@ -10,6 +10,7 @@ metrics registry, the reload path and the conversation with systemd.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -50,6 +51,8 @@ from bistouryd.control import (
     PositionsResult,
     ReloadResult,
     ResumeRequest,
+    RiskRequest,
+    RiskResult,
     SignalsRequest,
     SignalsResult,
     StatusResult,
@@ -135,6 +138,8 @@ class Orchestrator:
         self._configure_logging = configure_logging
         self.store = StateStore(state_dir / "state.json")
         self.state, restore_warning = self.store.load()
+        self.file_config = loaded.config  # as written; self.loaded has the risk overrides
+        self.loaded = self._overridden(loaded)
         self.started_mono = time.monotonic()
         self.started_ts_ms = int(time.time() * 1000)
         self.bus_stats = BusStats()
@@ -242,6 +247,7 @@ class Orchestrator:
             "decisions": self._cmd_decisions,
             "positions": self._cmd_positions,
             "trades": self._cmd_trades,
+            "risk": self._cmd_risk,
             "config-check": self._cmd_config_check,
             "collect": self._cmd_collect,
             "data-status": self._cmd_data_status,
@@ -808,6 +814,76 @@ class Orchestrator:
         assert isinstance(answer, TradingResult)
         return TradesResult(fills=answer.fills, rationales=answer.rationales)
 
+    def _overridden(self, loaded: cfg.LoadedConfig) -> cfg.LoadedConfig:
+        """``loaded`` with the ``risk set`` overrides; ones the new file makes invalid go."""
+        overrides = self.state.risk_overrides
+        if not overrides:
+            return loaded
+        try:
+            return dataclasses.replace(loaded, config=cfg.with_overrides(loaded.config, overrides))
+        except ValueError as exc:
+            log.warning(
+                "the risk overrides %s no longer apply (%s); the config file's limits hold\n"
+                "  → set them again with bistouryctl risk set",
+                overrides,
+                exc,
+            )
+            self.state = self.state.model_copy(update={"risk_overrides": {}})
+            self.store.save(self.state)
+            return loaded
+
+    def _risk_limits(self) -> dict[str, float | None]:
+        config = self.loaded.config
+        return {
+            key: getattr(getattr(config, key.split(".")[0]), key.split(".")[1])
+            for key in cfg.RISK_KEYS
+        }
+
+    async def _cmd_risk(self, req: RiskRequest) -> RiskResult:
+        """Show the limits, or change one at run time (kept in the state, over the config
+        file, until ``risk reset``); agents get it as they get a reload."""
+        overrides = dict(self.state.risk_overrides)
+        if req.action == "set":
+            if req.key not in cfg.RISK_KEYS:
+                raise ControlError(
+                    f"{req.key!r} is not a risk limit", f"use one of: {', '.join(cfg.RISK_KEYS)}"
+                )
+            overrides[req.key] = req.value
+        elif req.action == "reset":
+            if req.key is None:
+                overrides = {}
+            else:
+                overrides.pop(req.key, None)
+        if overrides == self.state.risk_overrides:
+            return RiskResult(limits=self._risk_limits(), overrides=overrides, changed=[])
+        try:
+            effective = cfg.with_overrides(self.file_config, overrides)
+        except ValueError as exc:
+            raise ControlError(str(exc), "give a value within the limit's range") from None
+        old = self.loaded
+        changed = cfg.diff(old.config, effective)
+        self.state = self.state.model_copy(update={"risk_overrides": overrides})
+        self.store.save(self.state)
+        self.loaded = dataclasses.replace(old, config=effective)
+        await self.sup.broadcast(
+            lambda: ConfigUpdate(
+                config=effective,
+                secrets=old.secrets.reveal(),
+                config_sha256=old.sha256,
+                changed=changed,
+            )
+        )
+        said = f"{req.key} = {req.value}" if req.action == "set" else (req.key or "all")
+        self.emit(
+            SysEvent(
+                kind="reload",
+                source="risk",
+                message=f"risk {req.action} {said}; changed: {', '.join(changed) or 'nothing'}",
+                details={"changed": len(changed)},
+            )
+        )
+        return RiskResult(limits=self._risk_limits(), overrides=overrides, changed=changed)
+
     async def _cmd_config_check(self, req: ConfigCheckRequest) -> ConfigCheckResult:
         path = Path(req.path) if req.path else self.loaded.path
         try:
@@ -871,6 +947,8 @@ class Orchestrator:
                 restart_required=[],
                 problems=problems,
             )
+        self.file_config = new.config
+        new = self._overridden(new)
         changed = cfg.diff(old.config, new.config)
         secrets_changed = cfg.secrets_diff(old.secrets, new.secrets)
         restart_required = [c for c in changed if c in cfg.RESTART_REQUIRED]

@@ -60,6 +60,11 @@ class PortfolioSnapshot(BaseModel):
     fees_usd: float = 0.0
     funding_usd: float = Field(default=0.0, description="received (+) or paid (-)")
     trading_paused: bool = False
+    session_return: float = Field(default=0.0, description="equity change since the start")
+    buy_and_hold: dict[str, float] = Field(
+        default_factory=dict,
+        description="coin -> its price change over the same period (the market to beat)",
+    )
     mode: Literal["paper", "live"] = "paper"
     assumed: bool = Field(
         default=False, description="not reported by a positions agent: the trader's default"

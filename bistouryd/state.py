@@ -41,6 +41,9 @@ class DaemonState(BaseModel):
     collect_pairs: tuple[str, ...] | None = Field(
         default=None, description="pairs chosen by `bistoury collect --pairs` over trading.pairs"
     )
+    risk_overrides: dict[str, float | None] = Field(
+        default_factory=dict, description="limits set by `bistouryctl risk set`, over the config"
+    )
 
     @field_serializer("paused")
     def _sorted(self, paused: frozenset[str]) -> list[str]:

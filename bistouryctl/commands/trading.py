@@ -11,8 +11,9 @@ import argparse
 from typing import Any
 
 from bistouryctl import render
-from bistouryctl.commands.common import call, emit, read_db
+from bistouryctl.commands.common import Failure, call, emit, read_db
 from bistouryctl.commands.daemon import parse_since, positive
+from bistouryd.protocol import EXIT_USAGE
 
 TIMEOUT_S = 8.0
 
@@ -51,6 +52,33 @@ def trades(args: argparse.Namespace) -> int:
     return emit(args, result, lambda: render.trades(result["fills"], result["rationales"]))
 
 
+def risk(args: argparse.Namespace) -> int:
+    value: float | None = None
+    if args.action == "set":
+        if args.key is None or args.value is None:
+            raise Failure(
+                EXIT_USAGE,
+                "risk set needs a KEY and a VALUE",
+                "e.g. bistouryctl risk set risk.max_leverage 2 (see bistouryctl risk)",
+            )
+        value = _number(args.value)
+    elif args.value is not None:
+        raise Failure(EXIT_USAGE, f"risk {args.action} takes no VALUE", "bistouryctl risk --help")
+    result = call(args, "risk", action=args.action, key=args.key, value=value)
+    return emit(args, result, lambda: render.risk(result))
+
+
+def _number(text: str) -> float | None:
+    if text.lower() in ("none", "null", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise Failure(
+            EXIT_USAGE, f"{text!r} is not a number", "give a number, or none to remove a cap"
+        ) from None
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -80,3 +108,19 @@ def register(
     )
     p.add_argument("--db", metavar="FILE", help=db_help)
     p.set_defaults(func=trades)
+
+    p = sub.add_parser(
+        "risk",
+        parents=[common],
+        help="show or change the risk limits at run time",
+        description="show: the limits in force and which were set here. set KEY VALUE: "
+        "change one now (the next order obeys it; kept across restarts, over the config "
+        "file, until reset). reset [KEY]: back to the config file's value. Keys: "
+        "trading.position_size_pct, trading.max_positions, trading.stop_loss_pct, "
+        "trading.take_profit_pct and every risk.* key (e.g. risk.max_leverage, "
+        "risk.daily_loss_limit_pct; 'none' removes risk.max_position_usd).",
+    )
+    p.add_argument("action", nargs="?", default="show", choices=["show", "set", "reset"])
+    p.add_argument("key", nargs="?", help="e.g. risk.max_leverage")
+    p.add_argument("value", nargs="?", help="a number (none: no cap)")
+    p.set_defaults(func=risk)

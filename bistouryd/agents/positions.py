@@ -102,6 +102,8 @@ class PositionsAgent(Agent):
         )
         self._stored_snapshot_s = 0.0
         self.flattening = False
+        self.start_equity_usd = self.broker.equity_usd()
+        self.start_px: dict[str, float] = {}  # the first mark of each coin while trading
         self.last_decisions: dict[str, DecisionRecord] = {}
         self.last_signals: dict[tuple[str, str], Signal] = {}
         self.spawn(self._load_rules(), "rules")
@@ -173,6 +175,9 @@ class PositionsAgent(Agent):
         self.now_ms = max(self.now_ms, book.ts_ms)
         self._roll_day(book.ts_ms)
         self._apply(self.broker.on_book(book), self._openers())
+        mark = self.broker.mark_px(book.coin)
+        if self.active and mark is not None:
+            self.start_px.setdefault(book.coin, mark)
         if (
             self.active
             and not self.loss_paused
@@ -455,6 +460,10 @@ class PositionsAgent(Agent):
             fees_usd=self.broker.fees_usd,
             funding_usd=self.broker.funding_usd,
             trading_paused=account.paused,
+            session_return=equity / self.start_equity_usd - 1 if self.start_equity_usd else 0.0,
+            buy_and_hold={
+                coin: marks[coin] / px - 1 for coin, px in self.start_px.items() if coin in marks
+            },
         )
 
     def _publish_snapshot(self, store: bool = False) -> None:

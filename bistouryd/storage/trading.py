@@ -145,6 +145,8 @@ PORTFOLIO = _spec(
         ("max_positions_left", _I),
         ("trading_paused", _B),
         ("positions", _S),
+        ("session_return", _F),
+        ("buy_and_hold", _S),
     ],
     ("mode", "ts_ms"),
 )
@@ -170,6 +172,7 @@ def insert_trading(
             json.dumps({c: p.model_dump(mode="json") for c, p in s.positions.items()})
             for s in items
         ]
+        given["buy_and_hold"] = [json.dumps(s.buy_and_hold) for s in items]
     _insert(con, spec, _columns(items, spec, **given), result)
 
 
@@ -261,4 +264,5 @@ def latest_portfolio(con: duckdb.DuckDBPyConnection) -> PortfolioSnapshot | None
         return None
     values = dict(zip(PORTFOLIO.columns, row, strict=True))
     values["positions"] = json.loads(values["positions"])
+    values["buy_and_hold"] = json.loads(values["buy_and_hold"])
     return PortfolioSnapshot.model_validate(values)

@@ -134,6 +134,9 @@ def test_paper_live_opens_and_closes_from_decisions_and_explains_them(
     account = json.loads(d.ctl("positions", "--json").stdout)["portfolio"]
     assert account is not None and account["mode"] == "paper"
     assert account["fees_usd"] > 0 and account["equity_usd"] > 0
+    assert {"BTC", "ETH"} <= account["buy_and_hold"].keys()  # the market to beat
+    assert account["session_return"] == pytest.approx(account["equity_usd"] / 10_000 - 1)
+    assert "vs market     this session" in d.ctl("positions").stdout
 
     status = d.ctl("status")
     assert "TRADING  equity" in status.stdout and "orders" in status.stdout
@@ -151,6 +154,11 @@ def test_paper_live_opens_and_closes_from_decisions_and_explains_them(
         return 'bistoury_risk_rejections_total{rule="position_size"}' in scrape(d)
 
     wait_for(refused, 60, "a refusal by position_size", 0.5)
+
+    # `risk set` raises it again at run time: orders flow once more.
+    filled_before = len(trades(d))
+    assert d.ctl("risk", "set", "trading.position_size_pct", "10").returncode == 0
+    wait_for(lambda: len(trades(d)) > filled_before, 60, "fills after risk set", 0.5)
     stats = d.ctl("decisions", "stats")
     assert stats.returncode == 0 and "by confidence" in stats.stdout
 

@@ -134,6 +134,8 @@ def test_the_newest_account_snapshot(con: duckdb.DuckDBPyConnection) -> None:
         max_positions_left=2,
         positions={"BTC": PositionView(side="long", size_sz=0.01, entry_px=100_000)},
         fees_usd=0.9,
+        session_return=0.001,
+        buy_and_hold={"BTC": 0.012},
     )
     write_batch(con, [newer, older])
     assert latest_portfolio(con) == newer

@@ -75,7 +75,8 @@ CREATE TABLE risk_refusals (
 );
 CREATE INDEX risk_refusals_decision ON risk_refusals (decision_id);
 
--- One row per PortfolioSnapshot; positions is a JSON object coin -> PositionView.
+-- One row per PortfolioSnapshot; positions is a JSON object coin -> PositionView,
+-- buy_and_hold coin -> that coin's price change over the same period.
 CREATE TABLE portfolio (
     ts_ms               BIGINT  NOT NULL CHECK (ts_ms > 0),
     mode                VARCHAR NOT NULL CHECK (mode IN ('paper', 'live')),
@@ -91,5 +92,7 @@ CREATE TABLE portfolio (
     max_positions_left  INTEGER NOT NULL,
     trading_paused      BOOLEAN NOT NULL,
     positions           JSON    NOT NULL,
+    session_return      DOUBLE  NOT NULL,
+    buy_and_hold        JSON    NOT NULL,
     PRIMARY KEY (mode, ts_ms)
 );
