@@ -409,3 +409,21 @@ def risk(r: dict[str, Any]) -> str:
     if r.get("changed"):
         lines.append(f"changed: {', '.join(r['changed'])} (the next order obeys it)")
     return "\n".join(lines)
+
+
+def live(r: dict[str, Any]) -> str:
+    """What entering live means."""
+    held = ", ".join(f"{c} {v:+g}" for c, v in sorted(r["positions"].items())) or "none"
+    return "\n".join(
+        [
+            f"LIVE TRADING confirmed for account {r['account']}",
+            f"  equity        {r['equity_usd']:,.2f} USD",
+            f"  risk limit    {r['risk_limit_usd']:,.2f} USD of total notional",
+            f"  pairs         {', '.join(r['pairs'])}",
+            f"  decisions by  {' → '.join(r['models'])}",
+            f"  on the exchange now: positions {held}; {r['open_orders']} open order(s)",
+            "  the positions agent reconciles with the exchange, then trades; every position "
+            "gets an exchange-side stop-loss",
+            "  stop: bistouryctl mode paper-live | emergency: bistouryctl stop --emergency",
+        ]
+    )

@@ -136,6 +136,12 @@ class RiskRequest(_Request):
     value: float | None = None  # None with set: remove an optional limit (max_position_usd)
 
 
+class TradeRequest(_Request):
+    cmd: Literal["trade"]
+    confirm: bool = False
+    risk_limit_usd: float = Field(gt=0, le=1e9)
+
+
 class CollectRequest(_Request):
     cmd: Literal["collect"]
     pairs: list[str] | None = Field(default=None, max_length=500)
@@ -156,7 +162,8 @@ Request = Annotated[
     | DecisionsRequest
     | PositionsRequest
     | TradesRequest
-    | RiskRequest,
+    | RiskRequest
+    | TradeRequest,
     Field(discriminator="cmd"),
 ]
 _request: TypeAdapter[Request] = TypeAdapter(Request)
@@ -289,6 +296,18 @@ class RiskResult(_Result):
     limits: dict[str, float | None]  # the limits in force
     overrides: dict[str, float | None]  # those set by `risk set`, over the config file
     changed: list[str]
+
+
+class TradeResult(_Result):
+    """What entering live means, as checked against the exchange."""
+
+    account: str  # shortened
+    equity_usd: float
+    positions: dict[str, float]  # coin -> signed size already held on the exchange
+    open_orders: int
+    risk_limit_usd: float
+    pairs: list[str]
+    models: list[str]  # the decision chain, ending in rules
 
 
 class ConfigCheckResult(_Result):

@@ -59,6 +59,8 @@ from bistouryd.control import (
     StopRequest,
     StopResult,
     StreamStatus,
+    TradeRequest,
+    TradeResult,
     TradesRequest,
     TradesResult,
     TradingStatus,
@@ -69,7 +71,7 @@ from bistouryd.notify import Notifier
 from bistouryd.outbox import EventOutbox
 from bistouryd.paths import RuntimePaths
 from bistouryd.protocol import DAEMON_EXIT_EMERGENCY, DAEMON_EXIT_FAILURE
-from bistouryd.state import DaemonState, ModeError, StateStore
+from bistouryd.state import DaemonState, LiveSession, ModeError, StateStore
 from bistouryd.storage.reports import DataStatus
 from bistouryd.supervision import (
     ConfigUpdate,
@@ -248,6 +250,7 @@ class Orchestrator:
             "positions": self._cmd_positions,
             "trades": self._cmd_trades,
             "risk": self._cmd_risk,
+            "trade": self._cmd_trade,
             "config-check": self._cmd_config_check,
             "collect": self._cmd_collect,
             "data-status": self._cmd_data_status,
@@ -342,7 +345,11 @@ class Orchestrator:
             paused=sorted(self.state.paused),
             collect_pairs=self._collect_pairs(),
             state_dir=str(self.state_dir),
+            live_risk_limit_usd=self._live_risk_limit(),
         )
+
+    def _live_risk_limit(self) -> float | None:
+        return self.state.live.risk_limit_usd if self.state.live else None
 
     def _collect_pairs(self) -> list[str] | None:
         pairs = self.state.collect_pairs
@@ -448,7 +455,10 @@ class Orchestrator:
         self.metrics.set_mode(new.mode)
         self.emit(event)
         update = ModeUpdate(
-            mode=new.mode, paused=sorted(new.paused), collect_pairs=self._collect_pairs()
+            mode=new.mode,
+            paused=sorted(new.paused),
+            collect_pairs=self._collect_pairs(),
+            live_risk_limit_usd=self._live_risk_limit(),
         )
         self._spawn_task(self.sup.broadcast(lambda: update))
 
@@ -814,6 +824,75 @@ class Orchestrator:
         assert isinstance(answer, TradingResult)
         return TradesResult(fills=answer.fills, rationales=answer.rationales)
 
+    async def _cmd_trade(self, req: TradeRequest) -> TradeResult:
+        """The only way into live: credentials checked against the exchange (without
+        trading), then the confirmation recorded; the positions agent reconciles first."""
+        if not req.confirm:
+            raise ControlError(
+                "live trading needs an explicit confirmation",
+                "run bistouryctl trade --confirm --risk-limit USD",
+            )
+        if "positions" not in self.sup.handles:
+            raise ControlError(
+                "the positions agent is not enabled", "add positions to agents.enabled and reload"
+            )
+        secrets = self.loaded.secrets
+        address = secrets.hyperliquid_account_address
+        key = secrets.hyperliquid_api_wallet_key or secrets.hyperliquid_private_key
+        if address is None or key is None:
+            raise ControlError(
+                "live trading needs HYPERLIQUID_ACCOUNT_ADDRESS and HYPERLIQUID_API_WALLET_KEY "
+                "(or HYPERLIQUID_PRIVATE_KEY)",
+                "add them to the env file (see etc/bistoury.env.example) and reload",
+            )
+        url = self.loaded.config.exchange.api_url
+        shown = _short(address.get_secret_value())
+        from bistouryd.exchange.gateway import GatewayError, LiveGateway
+
+        try:
+            gateway = await asyncio.to_thread(
+                LiveGateway, url, address.get_secret_value(), key.get_secret_value()
+            )
+            account = await asyncio.to_thread(gateway.check_credentials)
+            orders = await asyncio.to_thread(gateway.open_orders)
+        except GatewayError as exc:
+            if exc.kind == "auth":
+                message = f"failed authentication attempt against {url} for account {shown}"
+                log.warning("%s: %s", message, exc.message)
+                self.emit(SysEvent(kind="alert", level="error", message=message), logged=True)
+            raise ControlError(exc.message, exc.hint) from None
+        session = LiveSession(
+            confirmed_ts_ms=int(time.time() * 1000),
+            risk_limit_usd=req.risk_limit_usd,
+            account=shown,
+            equity_usd=account.equity_usd,
+        )
+        self._change_state(
+            self.state.with_live(session),
+            SysEvent(
+                kind="mode",
+                level="warning",
+                message=f"mode {self.state.mode} → live: confirmed for account {shown} "
+                f"(equity {account.equity_usd:.2f} USD) with a risk limit of "
+                f"{req.risk_limit_usd:.2f} USD",
+                details={
+                    "from": self.state.mode,
+                    "to": "live",
+                    "risk_limit_usd": req.risk_limit_usd,
+                },
+            ),
+        )
+        llm = self.loaded.config.llm
+        return TradeResult(
+            account=shown,
+            equity_usd=account.equity_usd,
+            positions={c: p.szi for c, p in account.positions.items()},
+            open_orders=len(orders),
+            risk_limit_usd=req.risk_limit_usd,
+            pairs=list(self.loaded.config.trading.pairs),
+            models=[*(f"{n}/{llm.settings_of(n).model}" for n in llm.chain), "rules"],
+        )
+
     def _overridden(self, loaded: cfg.LoadedConfig) -> cfg.LoadedConfig:
         """``loaded`` with the ``risk set`` overrides; ones the new file makes invalid go."""
         overrides = self.state.risk_overrides
@@ -1035,3 +1114,8 @@ def _flatten_event(report: FlattenReport) -> SysEvent:
             "snapshot": report.snapshot_path,
         },
     )
+
+
+def _short(address: str) -> str:
+    """``0x1234…abcd``: enough to recognise an account, not to copy it."""
+    return f"{address[:6]}…{address[-4:]}" if len(address) > 12 else address

@@ -31,6 +31,18 @@ class ModeError(Exception):
         self.hint = hint
 
 
+class LiveSession(BaseModel):
+    """The user's confirmation of live trading (``bistouryctl trade --confirm``): kept so
+    that a restart resumes live after reconciling, and only then."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    confirmed_ts_ms: int = Field(gt=0)
+    risk_limit_usd: float = Field(gt=0, description="the total notional the user allowed")
+    account: str = Field(description="the account, shortened (0x1234…abcd)")
+    equity_usd: float = Field(ge=0, description="the account's equity when confirmed")
+
+
 class DaemonState(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -41,6 +53,7 @@ class DaemonState(BaseModel):
     collect_pairs: tuple[str, ...] | None = Field(
         default=None, description="pairs chosen by `bistoury collect --pairs` over trading.pairs"
     )
+    live: LiveSession | None = None
     risk_overrides: dict[str, float | None] = Field(
         default_factory=dict, description="limits set by `bistouryctl risk set`, over the config"
     )
@@ -53,9 +66,13 @@ class DaemonState(BaseModel):
         if mode == "live":
             raise ModeError(
                 "entering live trading needs an explicit confirmation",
-                "use 'bistouryctl trade --confirm --risk-limit USD' (not in this version yet)",
+                "use 'bistouryctl trade --confirm --risk-limit USD'",
             )
-        return self.model_copy(update={"mode": mode, "changed_ts_ms": _now_ms()})
+        return self.model_copy(update={"mode": mode, "live": None, "changed_ts_ms": _now_ms()})
+
+    def with_live(self, session: LiveSession) -> DaemonState:
+        """Live trading, as confirmed by the user (the only way into ``live``)."""
+        return self.model_copy(update={"mode": "live", "live": session, "changed_ts_ms": _now_ms()})
 
     def with_collect_pairs(self, pairs: list[str] | None) -> DaemonState:
         new = tuple(pairs) if pairs else None
@@ -92,11 +109,11 @@ class StateStore:
             return DaemonState(), (
                 f"{self.path} was unreadable ({first}); kept as {keep}, starting idle"
             )
-        if state.mode == "live":
+        if state.mode == "live" and state.live is None:
             restored = state.model_copy(update={"mode": "idle"})
             return restored, (
-                "the daemon was live before it stopped; it restarts idle "
-                "(live needs a new confirmation)"
+                "the daemon was live before it stopped without a recorded confirmation; it "
+                "restarts idle (live needs bistouryctl trade --confirm)"
             )
         return state, None
 

@@ -321,6 +321,7 @@ class Init(_Msg):
     paused: list[Pausable]
     collect_pairs: list[str] | None = None
     state_dir: str
+    live_risk_limit_usd: float | None = None  # set while a confirmed live session runs
 
 
 class ConfigUpdate(_Msg):
@@ -336,6 +337,7 @@ class ModeUpdate(_Msg):
     mode: Mode
     paused: list[Pausable]
     collect_pairs: list[str] | None = None
+    live_risk_limit_usd: float | None = None
 
 
 class Stop(_Msg):

@@ -16,6 +16,7 @@ from bistouryctl.commands.daemon import parse_since, positive
 from bistouryd.protocol import EXIT_USAGE
 
 TIMEOUT_S = 8.0
+TRADE_TIMEOUT_S = 30.0  # the credentials are checked against the exchange
 
 
 def positions(args: argparse.Namespace) -> int:
@@ -79,6 +80,29 @@ def _number(text: str) -> float | None:
         ) from None
 
 
+def trade(args: argparse.Namespace) -> int:
+    if not args.confirm:
+        raise Failure(
+            EXIT_USAGE,
+            "live trading with real money needs --confirm",
+            f"bistouryctl trade --confirm --risk-limit {args.risk_limit:g}",
+        )
+    result = call(
+        args, "trade", timeout_s=TRADE_TIMEOUT_S, confirm=True, risk_limit_usd=args.risk_limit
+    )
+    return emit(args, result, lambda: render.live(result))
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive amount of USD")
+    return value
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -124,3 +148,23 @@ def register(
     p.add_argument("key", nargs="?", help="e.g. risk.max_leverage")
     p.add_argument("value", nargs="?", help="a number (none: no cap)")
     p.set_defaults(func=risk)
+
+    p = sub.add_parser(
+        "trade",
+        parents=[common],
+        help="start LIVE trading with real money (needs --confirm)",
+        description="Switch to live trading: the credentials in the env file are checked "
+        "against the exchange (without trading), what will happen is shown, and the "
+        "confirmation is recorded; the positions agent reconciles with the exchange before "
+        "the first order. --risk-limit caps the total notional the bot may hold. A restart "
+        "resumes live after reconciling; a reload or a new state directory never enters it.",
+    )
+    p.add_argument("--confirm", action="store_true", help="yes, trade with real money")
+    p.add_argument(
+        "--risk-limit",
+        type=_usd,
+        required=True,
+        metavar="USD",
+        help="the most the bot may hold in total (notional, USD)",
+    )
+    p.set_defaults(func=trade)

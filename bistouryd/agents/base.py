@@ -93,6 +93,7 @@ class Agent:
         self.mode: Mode = "idle"
         self.paused: frozenset[Pausable] = frozenset()
         self.collect_pairs: list[str] | None = None
+        self.live_risk_limit_usd: float | None = None
         self.state_dir = Path(".")
         self._ppid = os.getppid()
         self._stopping = asyncio.Event()
@@ -244,6 +245,7 @@ class Agent:
         self.mode = init.mode
         self.paused = frozenset(init.paused)
         self.collect_pairs = init.collect_pairs
+        self.live_risk_limit_usd = init.live_risk_limit_usd
         self.state_dir = Path(init.state_dir)
 
     def _log_to_channel(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -276,6 +278,7 @@ class Agent:
             elif isinstance(msg, ModeUpdate):
                 self.mode, self.paused = msg.mode, frozenset(msg.paused)
                 self.collect_pairs = msg.collect_pairs
+                self.live_risk_limit_usd = msg.live_risk_limit_usd
                 await self.on_mode()
             elif isinstance(msg, Init):
                 continue

@@ -22,12 +22,16 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from pydantic import BaseModel
 
 from bistouryd.agents.base import Agent, run
+from bistouryd.events import SysEvent
+from bistouryd.exchange.gateway import GatewayError, LiveGateway
+from bistouryd.exchange.live import LiveAccount
 from bistouryd.exchange.orders import (
     Fill,
     FundingPayment,
@@ -35,6 +39,7 @@ from bistouryd.exchange.orders import (
     OrderUpdate,
     Position,
     RiskRefusal,
+    TradingMode,
 )
 from bistouryd.exchange.paper import PaperBroker
 from bistouryd.exchange.risk import (
@@ -71,6 +76,10 @@ BATCH = 200
 SNAPSHOT_EVERY_S = 5.0
 STORE_SNAPSHOT_EVERY_S = 10.0
 RULES_RETRY_S = 5.0
+LIVE_POLL_S = 1.0  # fills (stops and targets fill on the exchange) and the account
+LIVE_RETRY_S = 5.0
+ALERT_EVERY_S = 60.0
+RECONCILE_FILLS_MS = 24 * 3_600_000  # fills looked for after a (re)start
 FLATTEN_ATTEMPTS = 5
 FLATTEN_RETRY_S = 1.0  # a new book arrives meanwhile: the next attempt takes its depth
 # From 50 µs to 1 s: the risk check and a paper fill take well under a millisecond.
@@ -102,6 +111,12 @@ class PositionsAgent(Agent):
         )
         self._stored_snapshot_s = 0.0
         self.flattening = False
+        self.gateway: LiveGateway | None = None
+        self.live = LiveAccount()
+        self.live_ready = False  # reconciled with the exchange since the last (re)connect
+        self.live_day_start_usd = 0.0
+        self._live_task: asyncio.Task[None] | None = None
+        self._live_alerted_s = -ALERT_EVERY_S
         self.start_equity_usd = self.broker.equity_usd()
         self.start_px: dict[str, float] = {}  # the first mark of each coin while trading
         self.last_decisions: dict[str, DecisionRecord] = {}
@@ -109,6 +124,8 @@ class PositionsAgent(Agent):
         self.spawn(self._load_rules(), "rules")
         self.spawn(self._consume(), "consume")
         self.spawn(self._snapshots(), "snapshots")
+        if self.is_live:  # a confirmed live session survives a restart: reconcile, resume
+            self._live_task = self.spawn(self._run_live(), "live")
         log.info(
             "positions agent: paper account of %.2f USD, risk budget %.0f%% of equity",
             self.broker.equity_usd(),
@@ -122,7 +139,15 @@ class PositionsAgent(Agent):
 
     @property
     def active(self) -> bool:
-        return self.mode in PAPER_MODES
+        return self.mode in PAPER_MODES or self.is_live
+
+    @property
+    def is_live(self) -> bool:
+        return self.mode == "live"
+
+    async def on_mode(self) -> None:
+        if self.is_live and self._live_task is None:
+            self._live_task = self.spawn(self._run_live(), "live")
 
     # ---- inputs -----------------------------------------------------------------------
 
@@ -226,12 +251,26 @@ class PositionsAgent(Agent):
         if rules is None:
             self._refuse(record, "no_price", f"{coin}: asset rules not loaded yet", "wait")
             return
-        verdict = check(decision, self._account(), self.limits, rules, now_ms, record.id)
+        if self.is_live and not self.live_ready:
+            self._refuse(
+                record,
+                "unavailable",
+                f"{coin}: not reconciled with the exchange",
+                "wait for the connection to the exchange (see the alerts)",
+            )
+            return
+        limits = self.limits
+        if self.is_live:
+            limits = limits.model_copy(update={"risk_limit_usd": self.live_risk_limit_usd})
+        verdict = check(decision, self._account(), limits, rules, now_ms, record.id)
         for warning in verdict.warnings:
             log.log(TRADE, "%s", warning)
         if verdict.refusal is not None:
             r = verdict.refusal
             self._refuse(record, r.rule, r.message, r.hint)
+            return
+        if self.is_live:
+            await self._decide_live(record, verdict, started, now_ms)
             return
         openers = self._openers()
         for order in verdict.orders:
@@ -280,6 +319,148 @@ class PositionsAgent(Agent):
             TRADE, "%s %s refused (%s): %s → %s", record.coin, refusal.action, rule, message, hint
         )
 
+    # ---- live -------------------------------------------------------------------------
+
+    async def _run_live(self) -> None:
+        """Connect, reconcile (the exchange is the truth), then keep polling fills and the
+        account; any failure alerts, drops the connection and starts over with a
+        reconcile, so nothing is decided on a stale picture."""
+        try:
+            while self.is_live:
+                try:
+                    if self.gateway is None:
+                        self.live_ready = False
+                        self.gateway = await asyncio.to_thread(self._connect)
+                    if not self.live_ready:
+                        await self._reconcile()
+                    await self._poll_live()
+                except GatewayError as exc:
+                    self.live_ready = False
+                    self.gateway = None if exc.kind == "unavailable" else self.gateway
+                    await self._live_alert(exc.message, exc.hint)
+                    await asyncio.sleep(LIVE_RETRY_S)
+                    continue
+                await asyncio.sleep(LIVE_POLL_S)
+        finally:
+            self._live_task = None
+
+    def _connect(self) -> LiveGateway:
+        address = self.secrets.hyperliquid_account_address
+        key = self.secrets.hyperliquid_api_wallet_key or self.secrets.hyperliquid_private_key
+        if address is None or key is None:
+            raise GatewayError(
+                "auth",
+                "live trading needs HYPERLIQUID_ACCOUNT_ADDRESS and an API wallet key",
+                "add them to the env file and reload",
+            )
+        return LiveGateway(
+            self.config.exchange.api_url, address.get_secret_value(), key.get_secret_value()
+        )
+
+    async def _reconcile(self) -> None:
+        gw = self._gateway()
+        account = await asyncio.to_thread(gw.account)
+        orders = await asyncio.to_thread(gw.open_orders)
+        now_ms = self.now_ms or int(time.time() * 1000)
+        since = self.live.last_fill_ms or now_ms - RECONCILE_FILLS_MS
+        missed = self.live.on_fills(await asyncio.to_thread(gw.fills_since, since))
+        self._record_fills(missed)
+        for difference in self.live.reconcile(account, orders, now_ms):
+            log.warning("reconcile: %s", difference)
+        if not self.live_day_start_usd:
+            self.live_day_start_usd = account.equity_usd
+        for position in self.live.unprotected():
+            await self._protect_live(position, None, None, now_ms)
+        self.live_ready = True
+        log.info(
+            "positions agent reconciled with the exchange: equity %.2f USD, positions %s, "
+            "%d open order(s)",
+            account.equity_usd,
+            {c: p.szi for c, p in self.live.positions.items()} or "none",
+            len(orders),
+        )
+        self._publish_snapshot(store=True)
+
+    async def _poll_live(self) -> None:
+        gw = self._gateway()
+        since = self.live.last_fill_ms or self.now_ms
+        fills = self.live.on_fills(await asyncio.to_thread(gw.fills_since, since))
+        self._record_fills(fills)
+        account = await asyncio.to_thread(gw.account)
+        orders = await asyncio.to_thread(gw.open_orders)
+        for difference in self.live.reconcile(account, orders, self.now_ms or _wall_ms()):
+            log.warning("reconcile: %s", difference)
+        if fills:
+            self._publish_snapshot(store=True)
+
+    async def _decide_live(
+        self, record: DecisionRecord, verdict: RiskVerdict, started: float, now_ms: int
+    ) -> None:
+        for order in verdict.orders:
+            await self._send_live(order)
+        self.latency.observe("live", time.perf_counter() - started)
+        try:
+            await self._poll_live()
+        except GatewayError as exc:
+            self.live_ready = False
+            await self._live_alert(exc.message, exc.hint)
+            return
+        position = self.live.positions.get(record.coin)
+        if record.decision.action in ("open_long", "open_short") and position is not None:
+            await self._protect_live(position, verdict.stop_px, verdict.target_px, now_ms)
+        self._publish_snapshot(store=True)
+
+    async def _send_live(self, order: OrderRequest) -> None:
+        """One order to the exchange; the gateway retries idempotently (by cloid)."""
+        order = order.model_copy(update={"mode": "live"})
+        self.live.track(order)
+        self._push(order)
+        try:
+            update = await asyncio.to_thread(self._gateway().submit, order)
+        except GatewayError as exc:
+            self.live_ready = False
+            await self._live_alert(f"{order.coin} order not confirmed: {exc.message}", exc.hint)
+            return
+        self._apply([(update, [])], {})
+
+    async def _protect_live(
+        self, position: Position, stop_px: float | None, target_px: float | None, now_ms: int
+    ) -> None:
+        """Exchange-side stop-loss and take-profit for ``position`` (replacing any)."""
+        rules = self.rules.get(position.coin)
+        if rules is None:
+            return
+        for o in self.live.open_orders:
+            if o.coin == position.coin and o.kind in ("stop_loss", "take_profit") and o.cloid:
+                update = await asyncio.to_thread(self._gateway().cancel, o.cloid, o.coin)
+                self._push(update)
+        sign = 1 if position.szi > 0 else -1
+        stop = stop_px or position.entry_px * (1 - sign * self.limits.stop_loss_pct / 100)
+        target = target_px or position.entry_px * (1 + sign * self.limits.take_profit_pct / 100)
+        protected = position.model_copy(update={"stop_px": stop, "target_px": target})
+        for order in protective_orders(protected, rules, now_ms):
+            await self._send_live(order)
+
+    def _record_fills(self, fills: list[Fill]) -> None:
+        for fill in fills:
+            self.publisher.send(fill.topic, fill)
+            self._push(fill)
+            self._log_fill(fill)
+
+    def _gateway(self) -> LiveGateway:
+        if self.gateway is None:
+            raise GatewayError("unavailable", "not connected to the exchange", "it reconnects")
+        return self.gateway
+
+    async def _live_alert(self, message: str, hint: str) -> None:
+        now = time.monotonic()
+        log.error("live trading: %s\n  → %s", message, hint)
+        if now - self._live_alerted_s >= ALERT_EVERY_S:
+            self._live_alerted_s = now
+            await self.report(
+                SysEvent(kind="alert", level="error", source=self.name, message=message)
+            )
+
     # ---- emergency stop ------------------------------------------------------------------
 
     async def handle(self, msg: BaseModel) -> None:
@@ -293,20 +474,13 @@ class PositionsAgent(Agent):
         the state before and after. Decisions arriving meanwhile are ignored."""
         self.flattening = True
         before = self.snapshot()
-        held = {coin: p.szi for coin, p in self.broker.positions.items()}
+        held = {coin: p.szi for coin, p in self._ledger().positions.items()}
         log.critical("emergency stop (%s): flattening %s", reason, held or "no position")
-        now_ms = self.now_ms or int(time.time() * 1000)
-        canceled = self.broker.cancel_all(now_ms)
-        self._apply([(u, []) for u in canceled], self._openers())
         errors: list[str] = []
-        for attempt in range(FLATTEN_ATTEMPTS):
-            if not self.broker.positions:
-                break
-            if attempt:
-                await asyncio.sleep(FLATTEN_RETRY_S)
-            for order in flatten_orders(self._account(), self.rules, self.now_ms or now_ms):
-                self._submit(order, self._openers())
-        remaining = {coin: p.szi for coin, p in self.broker.positions.items()}
+        if self.is_live:
+            canceled, remaining = await self._flatten_live(errors)
+        else:
+            canceled, remaining = await self._flatten_paper()
         if remaining:
             errors.append(
                 f"still open after {FLATTEN_ATTEMPTS} attempts: "
@@ -314,14 +488,55 @@ class PositionsAgent(Agent):
             )
         after = self.snapshot()
         self.store.push(after.topic, after)
-        path = self._save_emergency(reason, before, after, len(canceled), errors)
+        path = self._save_emergency(reason, before, after, canceled, errors)
         return FlattenReport(
-            canceled_orders=len(canceled),
+            canceled_orders=canceled,
             closed={c: abs(v) - abs(remaining.get(c, 0.0)) for c, v in held.items()},
             remaining=remaining,
             snapshot_path=str(path) if path else None,
             errors=errors,
         )
+
+    async def _flatten_paper(self) -> tuple[int, dict[str, float]]:
+        now_ms = self.now_ms or _wall_ms()
+        canceled = self.broker.cancel_all(now_ms)
+        self._apply([(u, []) for u in canceled], self._openers())
+        for attempt in range(FLATTEN_ATTEMPTS):
+            if not self.broker.positions:
+                break
+            if attempt:
+                await asyncio.sleep(FLATTEN_RETRY_S)
+            for order in flatten_orders(self._account(), self.rules, self.now_ms or now_ms):
+                self._submit(order, self._openers())
+        return len(canceled), {coin: p.szi for coin, p in self.broker.positions.items()}
+
+    async def _flatten_live(self, errors: list[str]) -> tuple[int, dict[str, float]]:
+        """On the exchange: cancel every open order, then reduce-only market orders until
+        the exchange reports no position (or the attempts run out)."""
+        canceled = 0
+        try:
+            if self.gateway is None:
+                self.gateway = await asyncio.to_thread(self._connect)
+            await self._poll_live()
+            for o in list(self.live.open_orders):
+                if o.cloid is None:
+                    errors.append(f"{o.coin} order {o.oid} has no client id: cancel it by hand")
+                    continue
+                update = await asyncio.to_thread(self._gateway().cancel, o.cloid, o.coin)
+                self._push(update)
+                canceled += update.status == "canceled"
+            for attempt in range(FLATTEN_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(FLATTEN_RETRY_S)
+                await self._poll_live()
+                if not self.live.positions:
+                    break
+                for order in flatten_orders(self._account(), self.rules, self.now_ms or _wall_ms()):
+                    await self._send_live(order)
+            await self._poll_live()
+        except GatewayError as exc:
+            errors.append(f"{exc.message} → {exc.hint}")
+        return canceled, {coin: p.szi for coin, p in self.live.positions.items()}
 
     def _save_emergency(
         self,
@@ -379,20 +594,24 @@ class PositionsAgent(Agent):
                 self.publisher.send(fill.topic, fill)
                 self._push(fill)
                 changed = True
-                log.log(
-                    TRADE,
-                    "%s %s %.6g @ %.6g (%s, %s, fee %.4f USD%s)",
-                    fill.coin,
-                    "buy" if fill.is_buy else "sell",
-                    fill.sz,
-                    fill.px,
-                    fill.purpose,
-                    fill.liquidity,
-                    fill.fee_usd,
-                    f", closed P&L {fill.closed_pnl_usd:+.4f} USD" if fill.closed_pnl_usd else "",
-                )
+                self._log_fill(fill)
         if changed:
             self._publish_snapshot(store=True)
+
+    def _log_fill(self, fill: Fill) -> None:
+        log.log(
+            TRADE,
+            "%s %s %.6g @ %.6g (%s, %s, %s, fee %.4f USD%s)",
+            fill.coin,
+            "buy" if fill.is_buy else "sell",
+            fill.sz,
+            fill.px,
+            fill.purpose,
+            fill.liquidity,
+            fill.mode,
+            fill.fee_usd,
+            f", closed P&L {fill.closed_pnl_usd:+.4f} USD" if fill.closed_pnl_usd else "",
+        )
 
     def _push(self, item: OrderRequest | OrderUpdate | Fill | FundingPayment | RiskRefusal) -> None:
         self.store.push(item.topic, item)
@@ -402,12 +621,47 @@ class PositionsAgent(Agent):
     def _marks(self) -> dict[str, float]:
         return {coin: px for coin in self.books if (px := self.broker.mark_px(coin)) is not None}
 
+    def _ledger(self) -> _Ledger:
+        """The account being traded: the live one in live, the paper broker's otherwise."""
+        marks = self._marks()
+        if self.is_live:
+            live = self.live
+            unrealised = live.unrealised_pnl_usd(marks)
+            return _Ledger(
+                mode="live",
+                positions=dict(live.positions),
+                marks=marks,
+                equity_usd=live.equity_usd,
+                cash_usd=live.equity_usd - unrealised,
+                realised_pnl_usd=live.realised_pnl_usd,
+                unrealised_pnl_usd=unrealised,
+                fees_usd=live.fees_usd,
+                funding_usd=0.0,  # in the exchange's equity; not itemised here yet
+                day_start_usd=self.live_day_start_usd or live.equity_usd,
+                start_usd=live.start_equity_usd or live.equity_usd,
+            )
+        b = self.broker
+        return _Ledger(
+            mode="paper",
+            positions=dict(b.positions),
+            marks=marks,
+            equity_usd=b.equity_usd(),
+            cash_usd=b.cash_usd,
+            realised_pnl_usd=b.realised_pnl_usd,
+            unrealised_pnl_usd=b.unrealised_pnl_usd(),
+            fees_usd=b.fees_usd,
+            funding_usd=b.funding_usd,
+            day_start_usd=self.day_start_equity_usd,
+            start_usd=self.start_equity_usd,
+        )
+
     def _account(self) -> AccountState:
+        ledger = self._ledger()
         return AccountState(
-            equity_usd=self.broker.equity_usd(),
-            day_start_equity_usd=self.day_start_equity_usd,
-            positions=dict(self.broker.positions),
-            marks=self._marks(),
+            equity_usd=ledger.equity_usd,
+            day_start_equity_usd=ledger.day_start_usd,
+            positions=ledger.positions,
+            marks=ledger.marks,
             paused=self.loss_paused or "trading" in self.paused,
         )
 
@@ -418,6 +672,8 @@ class PositionsAgent(Agent):
         first = self.day is None
         self.day = day
         self.day_start_equity_usd = self.broker.equity_usd()
+        if self.is_live and self.live_ready:
+            self.live_day_start_usd = self.live.equity_usd
         if not first and self.loss_paused:
             self.loss_paused = False
             self._tell(TradingPause(pause=False, reason="a new UTC day began"))
@@ -440,33 +696,40 @@ class PositionsAgent(Agent):
         self.spawn(self.send(msg), "trading-pause")
 
     def snapshot(self) -> PortfolioSnapshot:
+        ledger = self._ledger()
         account = self._account()
-        marks = account.marks
-        views = {}
-        for coin, p in self.broker.positions.items():
-            views[coin] = _view(p, marks.get(coin, p.entry_px))
-        equity = account.equity_usd
+        marks = ledger.marks
+        views = {c: _view(p, marks.get(c, p.entry_px)) for c, p in ledger.positions.items()}
+        equity = ledger.equity_usd
+        limits = self.limits
+        if self.is_live:
+            limits = limits.model_copy(update={"risk_limit_usd": self.live_risk_limit_usd})
         return PortfolioSnapshot(
-            ts_ms=self.now_ms or int(time.time() * 1000),
+            ts_ms=self.now_ms or _wall_ms(),
             equity_usd=max(0.0, equity),
-            pnl_today_usd=equity - self.day_start_equity_usd,
-            risk_budget_usd=remaining_budget_usd(account, self.limits),
-            max_positions_left=max(0, self.limits.max_positions - len(views)),
+            pnl_today_usd=equity - ledger.day_start_usd,
+            risk_budget_usd=remaining_budget_usd(account, limits),
+            max_positions_left=max(0, limits.max_positions - len(views)),
             positions=views,
-            cash_usd=self.broker.cash_usd,
+            cash_usd=ledger.cash_usd,
             exposure_usd=exposure_usd(account),
-            unrealised_pnl_usd=self.broker.unrealised_pnl_usd(),
-            realised_pnl_usd=self.broker.realised_pnl_usd,
-            fees_usd=self.broker.fees_usd,
-            funding_usd=self.broker.funding_usd,
+            unrealised_pnl_usd=ledger.unrealised_pnl_usd,
+            realised_pnl_usd=ledger.realised_pnl_usd,
+            fees_usd=ledger.fees_usd,
+            funding_usd=ledger.funding_usd,
             trading_paused=account.paused,
-            session_return=equity / self.start_equity_usd - 1 if self.start_equity_usd else 0.0,
+            mode=ledger.mode,
+            session_return=equity / ledger.start_usd - 1 if ledger.start_usd else 0.0,
             buy_and_hold={
                 coin: marks[coin] / px - 1 for coin, px in self.start_px.items() if coin in marks
             },
         )
 
     def _publish_snapshot(self, store: bool = False) -> None:
+        if self.is_live and not self.live_ready:
+            return  # never show the trader (or the database) an unreconciled account
+        if not self.now_ms:
+            return  # no book yet: no data clock to stamp the equity curve with
         snap = self.snapshot()
         self.publisher.send(snap.topic, snap)
         now = time.monotonic()
@@ -481,9 +744,15 @@ class PositionsAgent(Agent):
                 self._publish_snapshot()
 
     def metrics(self) -> list[MetricSample]:
-        account = self._account()
+        ledger = self._ledger()
         return [
-            sample("bistoury_equity_usd", "gauge", "Account equity (paper)", account.equity_usd),
+            sample(
+                "bistoury_equity_usd",
+                "gauge",
+                "Account equity",
+                ledger.equity_usd,
+                mode=ledger.mode,
+            ),
             *[
                 sample(
                     "bistoury_position_size",
@@ -492,15 +761,15 @@ class PositionsAgent(Agent):
                     p.szi,
                     coin=coin,
                 )
-                for coin, p in sorted(self.broker.positions.items())
+                for coin, p in sorted(ledger.positions.items())
             ],
             *[
                 sample("bistoury_pnl_usd", "gauge", "P&L by kind, this session", v, kind=k)
                 for k, v in (
-                    ("realised", self.broker.realised_pnl_usd),
-                    ("unrealised", self.broker.unrealised_pnl_usd()),
-                    ("fees", -self.broker.fees_usd),
-                    ("funding", self.broker.funding_usd),
+                    ("realised", ledger.realised_pnl_usd),
+                    ("unrealised", ledger.unrealised_pnl_usd),
+                    ("fees", -ledger.fees_usd),
+                    ("funding", ledger.funding_usd),
                 )
             ],
             *labelled(
@@ -515,6 +784,25 @@ class PositionsAgent(Agent):
             ),
             *self.latency.samples(),
         ]
+
+
+@dataclass(frozen=True)
+class _Ledger:
+    mode: TradingMode
+    positions: dict[str, Position]
+    marks: dict[str, float]
+    equity_usd: float
+    cash_usd: float
+    realised_pnl_usd: float
+    unrealised_pnl_usd: float
+    fees_usd: float
+    funding_usd: float
+    day_start_usd: float
+    start_usd: float
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _view(p: Position, mark_px: float) -> PositionView:

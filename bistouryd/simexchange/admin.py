@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bistouryd.simexchange.clock import parse_speed
 from bistouryd.simexchange.config import parse_address
+from bistouryd.simexchange.faults import REST_PATHS
 
 if TYPE_CHECKING:
     from bistouryd.simexchange.server import SimServer
@@ -118,11 +119,9 @@ async def _ws_stall(server: SimServer, body: dict[str, Any]) -> Any:
 async def _http_error(server: SimServer, body: dict[str, Any]) -> Any:
     """``{"status": 429, "count": N}`` or ``{"status": 500, "seconds": S}``; optional
     ``"paths"`` (default ``["/info", "/exchange"]``; ``"/ws"`` fails the handshake) and
-    ``"info_types"`` (e.g. ``["candleSnapshot"]``: only those /info requests fail)."""
-    paths = body.get("paths")
-    allowed = {"/info", "/exchange", "/ws"}
-    if paths is not None and not (isinstance(paths, list) and set(paths) <= allowed):
-        raise ValueError(f"paths must be a list drawn from {sorted(allowed)}")
+    ``"info_types"`` (e.g. ``["candleSnapshot"]``: only those /info requests fail) and
+    ``"after": true`` (serve the request, then answer the error: its answer is lost)."""
+    paths = _paths(body, {"/info", "/exchange", "/ws"})
     count = body.get("count")
     seconds = body.get("seconds")
     types = body.get("info_types")
@@ -134,16 +133,28 @@ async def _http_error(server: SimServer, body: dict[str, Any]) -> Any:
         int(body.get("status", 0)),
         None if count is None else int(_number(body, "count")),
         None if seconds is None else _number(body, "seconds"),
-        frozenset(paths) if paths else frozenset({"/info", "/exchange"}),
+        paths,
         None if types is None else frozenset(types),
+        bool(body.get("after", False)),
     )
     return server.faults.describe()
 
 
 async def _delay(server: SimServer, body: dict[str, Any]) -> Any:
-    """``{"ms": X}``: delay every /info and /exchange answer by X ms (0 to stop)."""
+    """``{"ms": X}``: serve every /info and /exchange request X ms after receiving it, even if
+    the client has given up meanwhile (0 to stop); optional ``"paths"`` (e.g. ``["/exchange"]``:
+    only those)."""
     server.faults.delay_ms = int(_number(body, "ms"))
+    server.faults.delay_paths = _paths(body, {"/info", "/exchange"})
     return server.faults.describe()
+
+
+def _paths(body: dict[str, Any], allowed: set[str]) -> frozenset[str]:
+    """The ``"paths"`` a fault applies to (default: /info and /exchange)."""
+    paths = body.get("paths")
+    if paths is not None and not (isinstance(paths, list) and set(paths) <= allowed):
+        raise ValueError(f"paths must be a list drawn from {sorted(allowed)}")
+    return frozenset(paths) if paths else REST_PATHS
 
 
 async def _go_away(server: SimServer, body: dict[str, Any]) -> Any:

@@ -62,6 +62,7 @@ class InfoApi:
             "userFunding": self._user_funding,
             "userFees": self._user_fees,
             "userRateLimit": self._user_rate_limit,
+            "userRole": self._user_role,
         }
 
     def handle(self, body: Any) -> Answer:
@@ -254,6 +255,15 @@ class InfoApi:
             "nRequestsUsed": used,
             "nRequestsCap": 10_000 + int(volume),
         }
+
+    def _user_role(self, body: dict[str, Any]) -> Json:
+        """An API wallet is an ``agent`` of its account; vaults and sub-accounts are not
+        simulated."""
+        user = _field(body, "user", str).lower()
+        master = self.venue.agents.get(user)
+        if master is not None:
+            return {"role": "agent", "data": {"user": master}}
+        return {"role": "user" if user in self.venue.accounts else "missing"}
 
 
 def _unreadable(detail: str) -> Answer:

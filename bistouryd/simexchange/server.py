@@ -180,12 +180,19 @@ class SimServer:
                 with contextlib.suppress(ValueError):
                     body = await request.json()
                     info_type = body.get("type") if isinstance(body, dict) else None
-            status = self.faults.http_error_for(path, info_type)
-            if status is not None:
-                log.debug("%s %s -> injected %d", request.method, path, status)
-                return web.Response(status=status, text=http.HTTPStatus(status).phrase)
-            if self.faults.delay_ms and path != "/ws":
-                await asyncio.sleep(self.faults.delay_ms / 1000)
+            fault = self.faults.http_error_for(path, info_type)
+            if fault is not None:
+                if fault.after:
+                    served = await handler(request)
+                    log.debug("%s %s -> %d, lost", request.method, path, served.status)
+                log.debug("%s %s -> injected %d", request.method, path, fault.status)
+                return web.Response(status=fault.status, text=http.HTTPStatus(fault.status).phrase)
+            delay_s = self.faults.delays(path)
+            if delay_s:
+                # Received in full first: a client that gives up meanwhile does not stop it,
+                # as a request already on its way to the exchange is not stopped.
+                await request.read()
+                await asyncio.sleep(delay_s)
         response = await handler(request)
         log.debug(
             "%s %s -> %d in %.1f ms",
@@ -417,14 +424,21 @@ class SimExchange(BackgroundServer[SimServer]):
         seconds: float | None = None,
         paths: frozenset[str] = REST_PATHS,
         info_types: frozenset[str] | None = None,
+        after: bool = False,
     ) -> None:
         """Answer HTTP ``status`` instead, for ``count`` requests or ``seconds``; only on
-        ``paths``, and with ``info_types`` only for /info requests of those types."""
-        self._sync(lambda: self.server.faults.fail_http(status, count, seconds, paths, info_types))
+        ``paths``, and with ``info_types`` only for /info requests of those types. ``after``:
+        serve each request first, then answer ``status`` (the action is done, its answer lost)."""
+        self._sync(
+            lambda: self.server.faults.fail_http(status, count, seconds, paths, info_types, after)
+        )
 
-    def delay_responses(self, ms: int) -> None:
+    def delay_responses(self, ms: int, paths: frozenset[str] = REST_PATHS) -> None:
+        """Wait ``ms`` before serving each request to ``paths`` (0 to stop)."""
+
         def set_delay() -> None:
             self.server.faults.delay_ms = ms
+            self.server.faults.delay_paths = paths
 
         self._sync(set_delay)
 

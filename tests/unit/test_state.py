@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bistouryd import protocol
-from bistouryd.state import DaemonState, Mode, ModeError, PauseScope, StateStore
+from bistouryd.state import DaemonState, LiveSession, Mode, ModeError, PauseScope, StateStore
 
 NON_LIVE: tuple[Mode, ...] = ("idle", "collect", "paper-historical", "optimize", "paper-live")
 
@@ -123,3 +123,17 @@ def test_persisted_live_comes_back_idle(tmp_path: Path) -> None:
     assert state.mode == "idle"
     assert state.paused == {"trading"}
     assert warning is not None and "live" in warning and "confirmation" in warning
+
+
+def test_a_confirmed_live_session_survives_a_restart_and_only_trade_enters_it(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "state.json")
+    session = LiveSession(confirmed_ts_ms=5, risk_limit_usd=2000, account="0x12…ab", equity_usd=1)
+    store.save(DaemonState().with_live(session))
+    state, warning = store.load()
+    assert (state.mode, state.live, warning) == ("live", session, None)
+    left = state.with_mode("paper-live")  # leaving live ends the session
+    assert left.live is None and left.mode == "paper-live"
+    with pytest.raises(ModeError):
+        left.with_mode("live")
