@@ -197,6 +197,9 @@ class Agent:
             return 1
         self._apply_init(init)
         self._log_to_channel(loop)
+        # Connect to the bus now: a PUB socket silently drops what it sends before its
+        # connection is up, which would lose an agent's first message (say, a decision).
+        _ = self.publisher
         try:
             await self.start()
         except Exception as exc:

@@ -337,7 +337,10 @@ class PositionsAgent(Agent):
                 except GatewayError as exc:
                     self.live_ready = False
                     self.gateway = None if exc.kind == "unavailable" else self.gateway
-                    await self._live_alert(exc.message, exc.hint)
+                    message = exc.message
+                    if exc.kind == "auth":
+                        message = f"failed authentication attempt with the exchange: {message}"
+                    await self._live_alert(message, exc.hint)
                     await asyncio.sleep(LIVE_RETRY_S)
                     continue
                 await asyncio.sleep(LIVE_POLL_S)
@@ -453,13 +456,15 @@ class PositionsAgent(Agent):
         return self.gateway
 
     async def _live_alert(self, message: str, hint: str) -> None:
-        now = time.monotonic()
         log.error("live trading: %s\n  → %s", message, hint)
+        now = time.monotonic()
         if now - self._live_alerted_s >= ALERT_EVERY_S:
             self._live_alerted_s = now
-            await self.report(
-                SysEvent(kind="alert", level="error", source=self.name, message=message)
-            )
+            self._alert(message)
+
+    def _alert(self, message: str) -> None:
+        event = SysEvent(kind="alert", level="error", source=self.name, message=message)
+        self.spawn(self.report(event), "alert")
 
     # ---- emergency stop ------------------------------------------------------------------
 
@@ -588,6 +593,11 @@ class PositionsAgent(Agent):
                 log.log(
                     TRADE, "%s order %s rejected: %s", update.coin, update.cloid[:10], update.error
                 )
+                if self.is_live:  # real money: someone should look
+                    self._alert(
+                        f"{update.coin} order {update.cloid[:10]} rejected by the exchange: "
+                        f"{update.error}"
+                    )
             for fill in fills:
                 if fill.purpose in REDUCING:
                     fill = fill.model_copy(update={"opened_by": openers.get(fill.coin)})
@@ -691,6 +701,7 @@ class PositionsAgent(Agent):
             "%s\n  → trading paused until 00:00 UTC; bistouryctl resume trading to go on", reason
         )
         self._tell(TradingPause(pause=True, reason=reason))
+        self._alert(reason)
 
     def _tell(self, msg: TradingPause) -> None:
         self.spawn(self.send(msg), "trading-pause")

@@ -7,6 +7,7 @@ pauses trading."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -14,9 +15,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import yaml
+import zmq.asyncio
 
+from bistouryd.bus import BusStats, Publisher
 from bistouryd.llm.fakeprovider import Answer, FakeProvider, LlmRequest, hold
-from bistouryd.simexchange import SimExchange
+from bistouryd.market import L2Book
+from bistouryd.paths import RuntimePaths
+from bistouryd.simexchange import SimConfig, SimExchange
+from bistouryd.strategies.base import Signal
+from bistouryd.strategies.registry import strategy_classes
 from tests.conftest import Daemon, wait_for
 
 pytestmark = pytest.mark.integration
@@ -190,3 +198,73 @@ def test_a_daily_loss_breach_pauses_trading(
     asked = len(fake.requests)
     time.sleep(3)
     assert len(fake.requests) == asked  # paused: the trader asks no model either
+
+
+def test_rules_decisions_open_and_close_on_paper(make_daemon: MakeDaemon) -> None:
+    """The deterministic rules model drives the same path: a strong cross_signal opens,
+    the opposite one closes. The signals and books are published on the daemon's bus by
+    the test, as the signals agent and the collector would."""
+    enabled = {name: {"enabled": name == "cross_signal"} for name in strategy_classes()}
+    with SimExchange(SimConfig(port=0, speed=0.0, seed=0)) as sim:  # its asset list only
+        d = make_daemon(
+            config=yaml.safe_dump(
+                {
+                    "exchange": {"network": "custom", "base_url": sim.url},
+                    "metrics": {"port": 0},
+                    "storage": {"batch_max_ms": 50},
+                    "strategies": enabled,
+                    "llm": {"provider": "rules", "decision_interval_s": 1},
+                    "agents": {"enabled": ["recorder", "trader", "positions"]},
+                }
+            )
+        ).start()
+        assert d.ctl("mode", "paper-live").returncode == 0
+        asyncio.run(_publish_signals(d, ["long", "short", "short"]))
+        fills = wait_for(lambda: round_trip(d), 30, "an open and a close by rules", 0.5)
+    decisions = json.loads(d.ctl("decisions", "list", "--json").stdout)["decisions"]
+    by_id = {x["id"]: x for x in decisions}
+    opened = next(f for f in fills if f["purpose"] == "open")
+    closed = next(f for f in fills if f["purpose"] == "close")
+    assert by_id[opened["decision_id"]]["provider"] == "rules"
+    assert by_id[opened["decision_id"]]["decision"]["action"] == "open_long"
+    assert by_id[closed["decision_id"]]["decision"]["action"] == "close"
+    assert opened["px"] == 100_001.0  # the best ask of the published book
+
+
+async def _publish_signals(d: Daemon, directions: list[str]) -> None:
+    ctx = zmq.asyncio.Context()
+    pub = Publisher(ctx, RuntimePaths(d.runtime), "test", BusStats())
+    try:
+        await asyncio.sleep(0.5)  # the subscriptions reach the proxy
+        for i, direction in enumerate(directions):
+            ts_ms = 1_753_200_000_000 + i * 5_000
+            pub.send("md.l2.BTC", _book(ts_ms))
+            score = 0.8 if direction == "long" else -0.8
+            signal = Signal(
+                strategy="cross_signal",
+                coin="BTC",
+                ts_ms=ts_ms,
+                direction=direction,  # type: ignore[arg-type]
+                strength=0.8,
+                confidence=0.9,
+                narrative=f"Trending regime; combined score {score:+.2f}.",
+                features={"score": score, "regime_code": 1.0},
+            )
+            pub.send(signal.topic, signal)
+            await asyncio.sleep(1.0)
+    finally:
+        pub.close()
+        ctx.term()
+
+
+def _book(ts_ms: int) -> L2Book:
+    return L2Book(
+        coin="BTC",
+        ts_ms=ts_ms,
+        bid_px=[100_000.0 - i for i in range(10)],
+        bid_sz=[1.0] * 10,
+        bid_n=[1] * 10,
+        ask_px=[100_001.0 + i for i in range(10)],
+        ask_sz=[1.0] * 10,
+        ask_n=[1] * 10,
+    )
