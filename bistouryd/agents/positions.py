@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel
 
 from bistouryd.agents.base import Agent, run
 from bistouryd.events import SysEvent
-from bistouryd.exchange.gateway import GatewayError, LiveGateway
+from bistouryd.exchange.gateway import ExchangeFill, GatewayError, LiveGateway
 from bistouryd.exchange.live import LiveAccount
 from bistouryd.exchange.orders import (
     Fill,
@@ -117,6 +118,8 @@ class PositionsAgent(Agent):
         self.live_day_start_usd = 0.0
         self._live_task: asyncio.Task[None] | None = None
         self._live_alerted_s = -ALERT_EVERY_S
+        self._stream_close: Callable[[], None] | None = None
+        self.fills_seen: dict[tuple[str, ...], float] = {}  # live fills, by how they came
         self.start_equity_usd = self.broker.equity_usd()
         self.start_px: dict[str, float] = {}  # the first mark of each coin while trading
         self.last_decisions: dict[str, DecisionRecord] = {}
@@ -331,12 +334,15 @@ class PositionsAgent(Agent):
                     if self.gateway is None:
                         self.live_ready = False
                         self.gateway = await asyncio.to_thread(self._connect)
+                        await self._stream_fills(self.gateway)
                     if not self.live_ready:
                         await self._reconcile()
                     await self._poll_live()
                 except GatewayError as exc:
                     self.live_ready = False
-                    self.gateway = None if exc.kind == "unavailable" else self.gateway
+                    if exc.kind == "unavailable":
+                        self._close_stream()
+                        self.gateway = None
                     message = exc.message
                     if exc.kind == "auth":
                         message = f"failed authentication attempt with the exchange: {message}"
@@ -345,7 +351,32 @@ class PositionsAgent(Agent):
                     continue
                 await asyncio.sleep(LIVE_POLL_S)
         finally:
+            self._close_stream()
             self._live_task = None
+
+    async def _stream_fills(self, gw: LiveGateway) -> None:
+        """Fills as the exchange sends them; the poll every second catches any it drops."""
+        loop = asyncio.get_running_loop()
+
+        def arrived(fills: list[ExchangeFill]) -> None:  # on the SDK's thread
+            loop.call_soon_threadsafe(self._on_streamed, fills)
+
+        self._stream_close = await asyncio.to_thread(gw.stream_fills, arrived)
+
+    def _on_streamed(self, fills: list[ExchangeFill]) -> None:
+        new = self.live.on_fills(fills)
+        self.fills_seen[("stream",)] = self.fills_seen.get(("stream",), 0) + len(new)
+        self._record_fills(new)
+        if new:
+            self._publish_snapshot(store=True)
+
+    def _close_stream(self) -> None:
+        if self._stream_close is not None:
+            close, self._stream_close = self._stream_close, None
+            try:
+                close()
+            except Exception as exc:  # the SDK's thread may be gone already
+                log.debug("closing the fills websocket: %r", exc)
 
     def _connect(self) -> LiveGateway:
         address = self.secrets.hyperliquid_account_address
@@ -367,6 +398,7 @@ class PositionsAgent(Agent):
         now_ms = self.now_ms or int(time.time() * 1000)
         since = self.live.last_fill_ms or now_ms - RECONCILE_FILLS_MS
         missed = self.live.on_fills(await asyncio.to_thread(gw.fills_since, since))
+        self.fills_seen[("poll",)] = self.fills_seen.get(("poll",), 0) + len(missed)
         self._record_fills(missed)
         for difference in self.live.reconcile(account, orders, now_ms):
             log.warning("reconcile: %s", difference)
@@ -388,13 +420,25 @@ class PositionsAgent(Agent):
         gw = self._gateway()
         since = self.live.last_fill_ms or self.now_ms
         fills = self.live.on_fills(await asyncio.to_thread(gw.fills_since, since))
+        self.fills_seen[("poll",)] = self.fills_seen.get(("poll",), 0) + len(fills)
         self._record_fills(fills)
         account = await asyncio.to_thread(gw.account)
         orders = await asyncio.to_thread(gw.open_orders)
         for difference in self.live.reconcile(account, orders, self.now_ms or _wall_ms()):
             log.warning("reconcile: %s", difference)
+        await self._cancel_orphans()
         if fills:
             self._publish_snapshot(store=True)
+
+    async def _cancel_orphans(self) -> None:
+        """A stop or target whose position is gone (closed, or its sibling fired) is
+        canceled: left on the exchange it could open a position later."""
+        for o in self.live.open_orders:
+            if o.kind in ("stop_loss", "take_profit") and o.coin not in self.live.positions:
+                if o.cloid is None:
+                    continue
+                update = await asyncio.to_thread(self._gateway().cancel, o.cloid, o.coin)
+                self._apply([(update, [])], {})
 
     async def _decide_live(
         self, record: DecisionRecord, verdict: RiskVerdict, started: float, now_ms: int
@@ -794,6 +838,13 @@ class PositionsAgent(Agent):
                 ("rule",),
             ),
             *self.latency.samples(),
+            *labelled(
+                "bistoury_live_fills_total",
+                "counter",
+                "Live fills recorded, by how they arrived (stream: websocket, poll: REST)",
+                self.fills_seen,
+                ("source",),
+            ),
         ]
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import requests
 from eth_account import Account
 from hyperliquid.exchange import Exchange
+from hyperliquid.info import Info
 from hyperliquid.utils.constants import MAINNET_API_URL
 from hyperliquid.utils.error import ClientError, ServerError
 from hyperliquid.utils.signing import order_request_to_order_wire, sign_l1_action
@@ -256,6 +257,29 @@ class LiveGateway:
                 break
             start_ms = last_ms  # the next page overlaps by one millisecond; tids dedupe it
         return sorted(found.values(), key=lambda f: (f.ts_ms, f.tid))
+
+    def stream_fills(self, on_fills: Callable[[list[ExchangeFill]], None]) -> Callable[[], None]:
+        """Subscribe to the account's fills on the websocket (``userFills``); ``on_fills``
+        runs on the SDK's thread with each batch, the first being the recent history.
+        Returns the function that closes the connection. Polling ``fills_since`` stays
+        the safety net: a dropped websocket loses nothing, it only delays."""
+        try:
+            info: Any = Info(self.base_url, skip_ws=False)
+        except (requests.RequestException, ClientError, ServerError, KeyError, ValueError) as exc:
+            raise GatewayError(
+                "unavailable",
+                f"cannot open the exchange's websocket at {self.base_url} ({_cause(exc)})",
+                "it retries; fills are still read every second meanwhile",
+            ) from None
+
+        def handle(message: Any) -> None:
+            data = message.get("data") if isinstance(message, dict) else None
+            raw = data.get("fills") if isinstance(data, dict) else None
+            if isinstance(raw, list) and raw:
+                on_fills([_fill(f) for f in raw])
+
+        info.subscribe({"type": "userFills", "user": self.account_address}, handle)
+        return info.disconnect_websocket  # type: ignore[no-any-return]
 
     def order_status(self, cloid: str) -> OrderUpdate | None:
         """The order's current state by cloid; ``None`` if the exchange never accepted it."""

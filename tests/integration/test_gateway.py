@@ -7,6 +7,7 @@ test trades for a fresh funded account through its own approved API wallet.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hyperliquid.info import Info
 
-from bistouryd.exchange.gateway import GatewayError, LiveGateway
+from bistouryd.exchange.gateway import ExchangeFill, GatewayError, LiveGateway
 from bistouryd.exchange.orders import OrderRequest, OrderUpdate
 from bistouryd.exchange.rules import round_px
 from bistouryd.simexchange import SimConfig, SimExchange
@@ -179,6 +180,31 @@ def test_a_market_buy_fills_and_shows_as_position_and_fills(
     assert gateway.order_status(request.cloid) == update.model_copy(
         update={"ts_ms": sim.now_ms(), "error": None}
     )
+
+
+def test_fills_stream_over_the_websocket(gateway: LiveGateway, info: Info) -> None:
+    batches: list[list[ExchangeFill]] = []
+    lock = threading.Lock()
+
+    def arrived(fills: list[ExchangeFill]) -> None:
+        with lock:
+            batches.append(fills)
+
+    close = gateway.stream_fills(arrived)
+    try:
+        time.sleep(0.5)  # the subscription reaches the exchange
+        request = market_buy(info)
+        assert gateway.submit(request).status == "filled"
+
+        def streamed() -> list[ExchangeFill]:
+            with lock:
+                return [f for batch in batches for f in batch if f.cloid == request.cloid]
+
+        fills = wait_for(streamed, 10, "the fill on the websocket", 0.05)
+        assert sum(f.sz for f in fills) == pytest.approx(BTC_SZ)
+        assert all(f.is_buy and f.crossed and f.fee_usd > 0 for f in fills)
+    finally:
+        close()
 
 
 def test_a_limit_far_from_the_market_rests_until_cancelled(

@@ -6,21 +6,26 @@ stop leaves the account flat."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from eth_account.signers.local import LocalAccount
 
 from bistouryd.exchange.gateway import LiveGateway
 from bistouryd.llm.fakeprovider import FakeProvider
+from bistouryd.market import parse_l2book
 from bistouryd.protocol import DAEMON_EXIT_EMERGENCY
-from bistouryd.simexchange import SimExchange
+from bistouryd.simexchange import SimConfig, SimExchange
+from bistouryd.strategies.registry import strategy_classes
 from tests.conftest import Daemon, wait_for
 from tests.integration.conftest import funded_account
 from tests.integration.test_emergency_stop import open_and_hold
-from tests.integration.test_paper_trading import config
+from tests.integration.test_paper_trading import config, publish_signals
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +136,59 @@ def test_live_session_trades_survives_a_kill_and_flattens(
     assert "closed: BTC" in done.stdout
     assert d.wait_exit(30) == DAEMON_EXIT_EMERGENCY
     assert exchange_btc(gw) == 0 and gw.open_orders() == []
+
+
+def test_rules_decisions_open_and_close_live(make_daemon: MakeDaemon) -> None:
+    """The rules model on a strong cross_signal (published on the bus by the test, with the
+    exchange's own BTC book) opens a real long, the opposite signal closes it, and the
+    long's stop and target do not outlive it."""
+    enabled = {name: {"enabled": name == "cross_signal"} for name in strategy_classes()}
+    with SimExchange(SimConfig(port=0, speed=0.0, seed=0)) as sim:
+        owner, agent = funded_account(sim, 10_000.0)
+        d = make_daemon(
+            config=yaml.safe_dump(
+                {
+                    "exchange": {"network": "custom", "base_url": sim.url},
+                    "metrics": {"port": 0},
+                    "storage": {"batch_max_ms": 50},
+                    "strategies": enabled,
+                    "llm": {"provider": "rules", "decision_interval_s": 1},
+                    "agents": {"enabled": ["recorder", "trader", "positions"]},
+                }
+            ),
+            env=env(owner, agent),
+        ).start()
+        confirmed = d.ctl("trade", "--confirm", "--risk-limit", "2000", timeout=60)
+        assert confirmed.returncode == 0, confirmed.stderr
+        wait_for(lambda: "reconciled with the exchange" in d.log_file.read_text(), 30, "reconcile")
+        book = parse_l2book(
+            httpx.post(f"{sim.url}/info", json={"type": "l2Book", "coin": "BTC"}).json()
+        )
+        # Stamped with the exchange's clock, as the collector's data would be.
+        asyncio.run(publish_signals(d, ["long", "short", "short"], book, sim.now_ms()))
+        fills = wait_for(lambda: live_round_trip(d), 30, "a live open and close by rules", 0.5)
+        gw = LiveGateway(sim.url, owner.address, agent.key.hex())
+        # The long's stop and target (sells) went with it; a short opened after the close
+        # (the trader asks again when the position changes) has its own (buys).
+        wait_for(
+            lambda: not any(not o.is_buy for o in gw.open_orders()),
+            15,
+            "the closed long's stop and target canceled",
+            0.5,
+        )
+        assert exchange_btc(gw) <= 0
+    decisions = json.loads(d.ctl("decisions", "list", "--json").stdout)["decisions"]
+    by_id = {x["id"]: x for x in decisions}
+    opened = next(f for f in fills if f["purpose"] == "open")
+    closed = next(f for f in fills if f["purpose"] == "close")
+    assert by_id[opened["decision_id"]]["provider"] == "rules"
+    assert by_id[opened["decision_id"]]["decision"]["action"] == "open_long" and opened["is_buy"]
+    assert by_id[closed["decision_id"]]["decision"]["action"] == "close"
+    assert closed["opened_by"] == opened["decision_id"]
+
+
+def live_round_trip(d: Daemon) -> list[dict[str, Any]] | None:
+    fills = [
+        f for f in json.loads(d.ctl("trades", "--json").stdout)["fills"] if f["mode"] == "live"
+    ]
+    return fills if {"open", "close"} <= {f["purpose"] for f in fills} else None

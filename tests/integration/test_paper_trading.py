@@ -219,7 +219,7 @@ def test_rules_decisions_open_and_close_on_paper(make_daemon: MakeDaemon) -> Non
             )
         ).start()
         assert d.ctl("mode", "paper-live").returncode == 0
-        asyncio.run(_publish_signals(d, ["long", "short", "short"]))
+        asyncio.run(publish_signals(d, ["long", "short", "short"]))
         fills = wait_for(lambda: round_trip(d), 30, "an open and a close by rules", 0.5)
     decisions = json.loads(d.ctl("decisions", "list", "--json").stdout)["decisions"]
     by_id = {x["id"]: x for x in decisions}
@@ -231,14 +231,23 @@ def test_rules_decisions_open_and_close_on_paper(make_daemon: MakeDaemon) -> Non
     assert opened["px"] == 100_001.0  # the best ask of the published book
 
 
-async def _publish_signals(d: Daemon, directions: list[str]) -> None:
+async def publish_signals(
+    d: Daemon,
+    directions: list[str],
+    book: L2Book | None = None,
+    start_ms: int = 1_753_200_000_000,
+) -> None:
+    """Per direction: a book (``book`` restamped, or a synthetic one), then a strong
+    ``cross_signal`` for BTC, one second and five seconds of data time apart."""
     ctx = zmq.asyncio.Context()
     pub = Publisher(ctx, RuntimePaths(d.runtime), "test", BusStats())
     try:
         await asyncio.sleep(0.5)  # the subscriptions reach the proxy
         for i, direction in enumerate(directions):
-            ts_ms = 1_753_200_000_000 + i * 5_000
-            pub.send("md.l2.BTC", _book(ts_ms))
+            ts_ms = start_ms + i * 5_000
+            pub.send(
+                "md.l2.BTC", book.model_copy(update={"ts_ms": ts_ms}) if book else _book(ts_ms)
+            )
             score = 0.8 if direction == "long" else -0.8
             signal = Signal(
                 strategy="cross_signal",
