@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import zmq
 import zmq.asyncio
@@ -72,6 +72,9 @@ from bistouryd.outbox import EventOutbox
 from bistouryd.paths import RuntimePaths
 from bistouryd.protocol import DAEMON_EXIT_EMERGENCY, DAEMON_EXIT_FAILURE
 from bistouryd.state import DaemonState, LiveSession, ModeError, StateStore
+
+if TYPE_CHECKING:
+    from bistouryd.exchange.gateway import ExchangeAccount
 from bistouryd.storage.reports import DataStatus
 from bistouryd.supervision import (
     ConfigUpdate,
@@ -847,15 +850,16 @@ class Orchestrator:
             )
         url = self.loaded.config.exchange.api_url
         shown = _short(address.get_secret_value())
-        from bistouryd.exchange.gateway import GatewayError, LiveGateway
-
         try:
-            gateway = await asyncio.to_thread(
-                LiveGateway, url, address.get_secret_value(), key.get_secret_value()
+            account, open_orders = await asyncio.to_thread(
+                _check_credentials, url, address.get_secret_value(), key.get_secret_value()
             )
-            account = await asyncio.to_thread(gateway.check_credentials)
-            orders = await asyncio.to_thread(gateway.open_orders)
-        except GatewayError as exc:
+        except Exception as exc:
+            # Loaded by the thread above (the SDK takes a while to import: not on this loop).
+            from bistouryd.exchange.gateway import GatewayError
+
+            if not isinstance(exc, GatewayError):
+                raise
             if exc.kind == "auth":
                 message = f"failed authentication attempt against {url} for account {shown}"
                 log.warning("%s: %s", message, exc.message)
@@ -887,7 +891,7 @@ class Orchestrator:
             account=shown,
             equity_usd=account.equity_usd,
             positions={c: p.szi for c, p in account.positions.items()},
-            open_orders=len(orders),
+            open_orders=open_orders,
             risk_limit_usd=req.risk_limit_usd,
             pairs=list(self.loaded.config.trading.pairs),
             models=[*(f"{n}/{llm.settings_of(n).model}" for n in llm.chain), "rules"],
@@ -1119,3 +1123,12 @@ def _flatten_event(report: FlattenReport) -> SysEvent:
 def _short(address: str) -> str:
     """``0x1234…abcd``: enough to recognise an account, not to copy it."""
     return f"{address[:6]}…{address[-4:]}" if len(address) > 12 else address
+
+
+def _check_credentials(url: str, address: str, key: str) -> tuple[ExchangeAccount, int]:
+    """The account and its number of open orders, once the key is proven to trade for it
+    (in a thread: this imports the SDK and talks to the exchange)."""
+    from bistouryd.exchange.gateway import LiveGateway
+
+    gateway = LiveGateway(url, address, key)
+    return gateway.check_credentials(), len(gateway.open_orders())

@@ -120,13 +120,19 @@ class Slot:
             return self.settings.provider != "ollama"
         return self.info.input_usd_per_mtok > 0 or self.info.output_usd_per_mtok > 0
 
-    def structured(self) -> Runnable[Any, Any]:
-        """The client, built on first use and kept (with its connections)."""
+    async def structured(self) -> Runnable[Any, Any]:
+        """The client, built on first use and kept (with its connections). Built in a
+        thread: importing a provider's SDK takes a second or two of CPU, and the agent's
+        loop must keep sending heartbeats meanwhile (or it is restarted as silent)."""
         if self.runnable is None:
-            from bistouryd.llm.providers import chat_model, structured_output
-
-            self.runnable = structured_output(chat_model(self.settings))
+            self.runnable = await asyncio.to_thread(_build_client, self.settings)
         return self.runnable
+
+
+def _build_client(settings: ProviderSettings) -> Runnable[Any, Any]:
+    from bistouryd.llm.providers import chat_model, structured_output
+
+    return structured_output(chat_model(settings))
 
 
 class DecisionChain:
@@ -250,7 +256,7 @@ class DecisionChain:
             attempt += 1
             asked = self.clock()
             try:
-                answer = await _ask(slot.structured(), prompt.system, prompt.user, coin)
+                answer = await _ask(await slot.structured(), prompt.system, prompt.user, coin)
             except ProviderError as exc:
                 self._observe(name, exc.kind, asked)
                 slot.limiter.settle(0, prompt.input_tokens_estimate)
