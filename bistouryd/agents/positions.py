@@ -151,6 +151,8 @@ class PositionsAgent(Agent):
     async def on_mode(self) -> None:
         if self.is_live and self._live_task is None:
             self._live_task = self.spawn(self._run_live(), "live")
+        elif self.active:
+            self._publish_snapshot()  # the trader waits for the account before deciding
 
     # ---- inputs -----------------------------------------------------------------------
 
@@ -200,17 +202,18 @@ class PositionsAgent(Agent):
 
     def _on_book(self, book: L2Book) -> None:
         self.books[book.coin] = book
+        first = not self.now_ms
         self.now_ms = max(self.now_ms, book.ts_ms)
+        if first and self.active:
+            self._publish_snapshot()  # the trader waits for the account before deciding
         self._roll_day(book.ts_ms)
         self._apply(self.broker.on_book(book), self._openers())
         mark = self.broker.mark_px(book.coin)
         if self.active and mark is not None:
             self.start_px.setdefault(book.coin, mark)
-        if (
-            self.active
-            and not self.loss_paused
-            and daily_loss_breached(self._account(), self.limits)
-        ):
+        # In live, only a reconciled account counts (before, its equity reads 0).
+        watching = self.active and not self.loss_paused and (not self.is_live or self.live_ready)
+        if watching and daily_loss_breached(self._account(), self.limits):
             self._pause_for_loss()
 
     def _on_funding(self, funding: FundingRate) -> None:
@@ -734,8 +737,8 @@ class PositionsAgent(Agent):
 
     def _pause_for_loss(self) -> None:
         self.loss_paused = True
-        equity = self.broker.equity_usd()
-        start = self.day_start_equity_usd
+        ledger = self._ledger()
+        equity, start = ledger.equity_usd, ledger.day_start_usd
         lost_pct = (1 - equity / start) * 100 if start else 0.0
         reason = (
             f"daily loss limit hit: equity {equity:.2f} USD is {lost_pct:.2f}% below the day's "

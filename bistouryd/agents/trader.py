@@ -8,8 +8,10 @@ for different coins run side by side. Each decision is published on ``dec.<coin>
 handed to the recorder, and logged on an ``LLM`` line with who answered, what it cost
 and the fallback path.
 
-A reload that changes ``llm:`` rebuilds the chain, so the provider or model switches
-without a restart; the day's spending carries over to the new chain's cost cap.
+With a positions agent running, nothing is decided before it has reported the account
+(in live: reconciled with the exchange). A reload that changes ``llm:`` rebuilds the
+chain, so the provider or model switches without a restart; the day's spending carries
+over to the new chain's cost cap.
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ class TraderAgent(Agent):
 
     def _maybe_decide(self, coin: str) -> None:
         if coin in self._inflight or not self.trader.due(coin):
+            return
+        if self.trader.portfolio.assumed and "positions" in self.config.agents.enabled:
+            # The positions agent has not reported the account yet (starting, or in live
+            # not yet reconciled with the exchange): a decision now would be made on a
+            # guess and refused. Its first report makes every coin due again.
             return
         why = ", ".join(self.trader.changes(coin))
         task = asyncio.create_task(self._decide(coin, why), name=f"decide-{coin}")

@@ -151,7 +151,10 @@ def remaining_budget_usd(account: AccountState, limits: RiskLimits) -> float:
 
 
 def daily_loss_breached(account: AccountState, limits: RiskLimits) -> bool:
-    """Whether equity fell to the day's start less ``daily_loss_limit_pct`` (or below)."""
+    """Whether equity fell to the day's start less ``daily_loss_limit_pct`` (or below).
+    An account with no starting equity yet (not read) has lost nothing."""
+    if account.day_start_equity_usd <= 0:
+        return False
     floor_usd = account.day_start_equity_usd * (1 - limits.daily_loss_limit_pct / 100)
     return account.equity_usd <= floor_usd
 

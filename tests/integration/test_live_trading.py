@@ -91,7 +91,12 @@ def test_live_session_trades_survives_a_kill_and_flattens(
     assert d.status()["mode"] == "live"
 
     # The scripted model opens a BTC long once: a real order, with its stop and target.
-    szi = wait_for(lambda: exchange_btc(gw) or None, 90, "a BTC position on the exchange", 0.5)
+    try:
+        szi = wait_for(lambda: exchange_btc(gw) or None, 90, "a BTC position on the exchange", 0.5)
+    except pytest.fail.Exception:
+        lines = d.log_file.read_text().splitlines()
+        said = [ln for ln in lines if any(w in ln for w in ("positions", "LLM", "TRADE", "trader"))]
+        pytest.fail("no BTC position on the exchange; the daemon said:\n" + "\n".join(said[-60:]))
     assert szi > 0
     wait_for(lambda: protection(gw) == ["stop_loss", "take_profit"], 30, "its protection", 0.5)
     fills: list[dict[str, Any]] = wait_for(

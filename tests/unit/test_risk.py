@@ -492,3 +492,8 @@ def test_limits_from_config() -> None:
 def test_an_order_worth_exactly_the_minimum_is_approved() -> None:
     verdict = run(decide("open_long", size=0.002))  # 0.002 x 5,000 = $10 = 0.0002 BTC
     assert verdict.approved and verdict.orders[0].sz == 0.0002
+
+
+def test_an_account_not_read_yet_has_not_breached_the_daily_loss() -> None:
+    unread = AccountState(equity_usd=0.0, day_start_equity_usd=0.0, positions={}, marks={})
+    assert not daily_loss_breached(unread, RiskLimits())
