@@ -75,9 +75,14 @@ show_status() {
         fi
         sleep 1
       done
+      # .demo/state keeps earlier runs' decisions: wait for one made by this run.
+      count_decisions() {
+        "$BIN/bistouryctl" decisions list --json --limit 10000 2>/dev/null | grep -o '"rationale"' | wc -l
+      }
+      before=$(count_decisions)
       "$BIN/bistouryctl" mode paper-live >/dev/null
-      for _ in $(seq 1 60); do
-        if "$BIN/bistouryctl" decisions list --json --limit 1 2>/dev/null | grep -q '"rationale"'; then
+      for _ in $(seq 1 90); do
+        if [ "$(count_decisions)" -gt "$before" ]; then
           echo "──── bistouryctl decisions (mode paper-live, model: $LLM) ─────────────"
           "$BIN/bistouryctl" decisions list --limit 6
           echo "──── bistouryctl positions (the paper account) ──────────────────────"
@@ -90,7 +95,7 @@ show_status() {
       done
       echo "Simulated exchange: $URL (replaying recorded HyperLiquid data, log: .demo/simexchange.log)"
       echo "In another terminal:  .venv/bin/bistouryctl status | signals --follow | decisions | positions | trades | events | stop"
-      echo "Metrics:              curl -s http://127.0.0.1:9464/metrics | grep -E '^bistoury_(md|signal|llm)'"
+      echo "Metrics:              curl -s http://127.0.0.1:9464/metrics | grep -E '^bistoury_(md|signal|llm|equity|orders)'"
       echo "Ctrl-C here stops the daemon."
       echo
       return 0
