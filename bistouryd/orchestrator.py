@@ -594,11 +594,7 @@ class Orchestrator:
             return None
 
         def value(name: str, **labels: str) -> float:
-            return sum(
-                s.value
-                for s in samples
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-            )
+            return _total(samples, name, **labels)
 
         return TradingStatus(
             equity_usd=value("bistoury_equity_usd"),
@@ -624,16 +620,13 @@ class Orchestrator:
         recorder = self.sup.handles.get("recorder")
         stored = recorder.samples.export() if recorder is not None else []
 
-        def total(name: str, among: list[MetricSample]) -> float:
-            return sum(s.value for s in among if s.name == name)
-
         streams: dict[tuple[str, str], dict[str, float]] = {}
         for s in samples:
             if s.name.startswith("bistoury_md_") and "coin" in s.labels:
                 key = (s.labels["coin"], s.labels["channel"])
                 streams.setdefault(key, {})[s.name] = s.value
         return CollectionStatus(
-            connected=total("bistoury_md_connected", samples) > 0,
+            connected=_total(samples, "bistoury_md_connected") > 0,
             pairs=list(self.state.collect_pairs or self.loaded.config.trading.pairs),
             streams=[
                 StreamStatus(
@@ -645,12 +638,12 @@ class Orchestrator:
                 )
                 for (coin, channel), v in sorted(streams.items())
             ],
-            ws_reconnects=int(total("bistoury_ws_reconnects_total", samples)),
-            backfilled_candles=int(total("bistoury_md_backfilled_candles_total", samples)),
+            ws_reconnects=int(_total(samples, "bistoury_ws_reconnects_total")),
+            backfilled_candles=int(_total(samples, "bistoury_md_backfilled_candles_total")),
             dropped=int(
-                total("bistoury_md_dropped_total", samples)
-                + total("bistoury_store_dropped_total", samples)
-                + total("bistoury_recorder_dropped_total", stored)
+                _total(samples, "bistoury_md_dropped_total")
+                + _total(samples, "bistoury_store_dropped_total")
+                + _total(stored, "bistoury_recorder_dropped_total")
             ),
             storage_bytes={
                 s.labels.get("kind", "?"): int(s.value)
@@ -1132,3 +1125,12 @@ def _check_credentials(url: str, address: str, key: str) -> tuple[ExchangeAccoun
 
     gateway = LiveGateway(url, address, key)
     return gateway.check_credentials(), len(gateway.open_orders())
+
+
+def _total(samples: list[MetricSample], name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )

@@ -645,13 +645,15 @@ class PositionsAgent(Agent):
                         f"{update.coin} order {update.cloid[:10]} rejected by the exchange: "
                         f"{update.error}"
                     )
-            for fill in fills:
-                if fill.purpose in REDUCING:
-                    fill = fill.model_copy(update={"opened_by": openers.get(fill.coin)})
-                self.publisher.send(fill.topic, fill)
-                self._push(fill)
-                changed = True
-                self._log_fill(fill)
+            changed = changed or bool(fills)
+            self._record_fills(
+                [
+                    f.model_copy(update={"opened_by": openers.get(f.coin)})
+                    if f.purpose in REDUCING
+                    else f
+                    for f in fills
+                ]
+            )
         if changed:
             self._publish_snapshot(store=True)
 
